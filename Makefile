@@ -1,0 +1,33 @@
+# The two commands: `make run` (the main job) and `make test` (the test suite).
+# Both build .venv from scratch when it is missing. torch is installed first, pinned to the local CPU
+# build, so that nothing later pulls a CUDA build.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH  := torch==2.13.0
+STAMP  := $(VENV)/.negkit-installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e '.[dev]'
+	@$(PY) -c "import torch; assert not torch.version.cuda, 'a CUDA build of torch was installed'"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/negkit demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -n 2 tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,32 @@
+"""Pure, shape-documented math of negkit's losses. Every loss is a configuration of :mod:`.core`."""
+
+from negkit.losses.functional.auc import mw_auc
+from negkit.losses.functional.core import (
+    RowLoss,
+    masked_logsumexp,
+    nce_rows,
+    positive_nll,
+    reduce_loss,
+    similarity_logits,
+)
+from negkit.losses.functional.decoupled import dcl, decoupled_softmax
+from negkit.losses.functional.hard import debiased_log_mass, hard_nce, hardness_log_weights
+from negkit.losses.functional.nce import info_nce
+from negkit.losses.functional.supervised import sup_con
+
+__all__ = [
+    "RowLoss",
+    "dcl",
+    "debiased_log_mass",
+    "decoupled_softmax",
+    "hard_nce",
+    "hardness_log_weights",
+    "info_nce",
+    "masked_logsumexp",
+    "mw_auc",
+    "nce_rows",
+    "positive_nll",
+    "reduce_loss",
+    "similarity_logits",
+    "sup_con",
+]

@@ -1,0 +1,154 @@
+"""InfoNCE / NT-Xent with one positive per anchor: in-batch, explicit and shared negatives, symmetric."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from negkit._validation import (
+    check_compatible,
+    check_labels,
+    check_positive_scalar,
+    check_reduction,
+    check_similarity,
+    check_tensor,
+)
+from negkit.losses.functional.core import nce_rows, reduce_loss, similarity_logits
+
+
+def info_nce(
+    anchor: Tensor,
+    positive: Tensor,
+    negatives: Tensor | None = None,
+    *,
+    temperature: float | Tensor = 0.1,
+    labels: Tensor | None = None,
+    in_batch_negatives: bool = True,
+    negative_log_weights: Tensor | None = None,
+    symmetric: bool = False,
+    similarity: str = "cosine",
+    reduction: str = "mean",
+) -> Tensor:
+    """InfoNCE (van den Oord et al., 2018; the NT-Xent of SimCLR, Chen et al., 2020) with one positive each.
+
+    For anchor ``i`` with positive ``p_i`` and candidate set ``C(i)``::
+
+        ℓ_i = −log( e^{s(a_i, p_i)/T} / ( e^{s(a_i, p_i)/T} + Σ_{c ∈ C(i)} w_ic · e^{s(a_i, c)/T} ) )
+
+    Which negatives anchor ``i`` sees, ``C(i)``:
+
+    * the other rows ``p_j`` (j ≠ i) of ``positive`` when ``in_batch_negatives`` — minus, when ``labels``
+      is given, every ``p_j`` whose label equals ``labels[i]`` (label masking of false negatives);
+    * every row of ``negatives``: ``[K,d]`` is shared by all anchors, ``[B,K,d]`` gives anchor i its own
+      ``K`` negatives (as gathered by a sampler). ``negative_log_weights`` (``[K]`` or ``[B,K]``) are
+      added to these logits: ``w_ic = exp(negative_log_weights)``, e.g. importance weights.
+
+    With ``negatives=None, in_batch_negatives=True, labels=None`` this equals
+    ``F.cross_entropy(sim(anchor, positive) / T, arange(B))``.
+
+    Args:
+        anchor: ``[B,d]``.
+        positive: ``[B,d]``; row i is anchor i's positive.
+        negatives: ``None``, ``[K,d]`` or ``[B,K,d]``.
+        temperature: T > 0 (a float or a scalar tensor, which may be learnable).
+        labels: optional ``[B]`` class ids of the pairs, used to drop same-class in-batch negatives.
+        in_batch_negatives: use the other positives as negatives.
+        negative_log_weights: optional ``[K]`` or ``[B,K]`` log-weights of the explicit negatives.
+        symmetric: average with the reverse direction (positive as anchor, the anchors as in-batch
+            candidates). In-batch only: explicit negatives are not allowed.
+        similarity: ``"cosine"`` (inputs L2-normalised inside) or ``"dot"``.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (``[B]``; the two directions averaged if symmetric).
+
+    Raises:
+        ValueError: on shape, dtype or device mismatches, non-finite inputs, a temperature ≤ 0, labels of
+            the wrong length, an unknown reduction or similarity, symmetric with explicit negatives, or an
+            anchor with no negative left after masking (the message lists those anchors).
+    """
+    check_positive_scalar("temperature", temperature)
+    check_reduction(reduction)
+    check_similarity(similarity)
+    check_tensor("anchor", anchor, 2)
+    check_tensor("positive", positive, 2)
+    if positive.shape != anchor.shape:
+        raise ValueError(f"positive must have the shape of anchor {tuple(anchor.shape)}, got {tuple(positive.shape)}")
+    batch, dim = anchor.shape
+    check_compatible("anchor", anchor, positive=positive)
+    if negatives is not None:
+        check_tensor("negatives", negatives, (2, 3))
+        check_compatible("anchor", anchor, negatives=negatives)
+        if negatives.shape[-1] != dim:
+            raise ValueError(f"negatives must have {dim} features (the last dim of anchor), got {negatives.shape[-1]}")
+        if negatives.dim() == 3 and negatives.shape[0] != batch:
+            raise ValueError(
+                f"per-anchor negatives [B,K,d] must have B = {batch} (the batch size of anchor), "
+                f"got {negatives.shape[0]}"
+            )
+    if negative_log_weights is not None:
+        if negatives is None:
+            raise ValueError("negative_log_weights was given but negatives is None")
+        num_neg = negatives.shape[-2]
+        check_tensor("negative_log_weights", negative_log_weights, (1, 2))
+        allowed = {(num_neg,), (batch, num_neg)}
+        if tuple(negative_log_weights.shape) not in allowed:
+            raise ValueError(
+                f"negative_log_weights must have shape [{num_neg}] or [{batch}, {num_neg}], "
+                f"got {tuple(negative_log_weights.shape)}"
+            )
+    if labels is not None:
+        labels = check_labels("labels", labels, batch, anchor.device)
+    if symmetric and negatives is not None:
+        raise ValueError("symmetric=True uses in-batch negatives only; pass negatives=None")
+    if not in_batch_negatives and negatives is None:
+        raise ValueError("no negatives: in_batch_negatives=False and negatives is None")
+
+    forward = _one_direction(
+        anchor, positive, negatives, temperature, labels, in_batch_negatives, negative_log_weights, similarity
+    )
+    if symmetric:
+        backward = _one_direction(positive, anchor, None, temperature, labels, in_batch_negatives, None, similarity)
+        forward = 0.5 * (forward + backward)
+    return reduce_loss(forward, reduction)
+
+
+def _one_direction(
+    anchor: Tensor,
+    positive: Tensor,
+    negatives: Tensor | None,
+    temperature: float | Tensor,
+    labels: Tensor | None,
+    in_batch_negatives: bool,
+    negative_log_weights: Tensor | None,
+    similarity: str,
+) -> Tensor:
+    """Per-anchor InfoNCE ``[B]`` for one direction; candidates assembled as columns for the core."""
+    batch = anchor.shape[0]
+    blocks: list[Tensor] = []
+    masks: list[Tensor] = []
+    weights: list[Tensor] = []
+    if in_batch_negatives:
+        batch_logits = similarity_logits(anchor, positive, temperature, similarity)
+        positive_logits = batch_logits.diagonal().unsqueeze(1)
+        others = ~torch.eye(batch, dtype=torch.bool, device=anchor.device)
+        if labels is not None:
+            others = others & (labels.unsqueeze(0) != labels.unsqueeze(1))
+        blocks.append(batch_logits)
+        masks.append(others)
+        if negative_log_weights is not None:
+            weights.append(torch.zeros_like(batch_logits))
+    else:
+        positive_logits = similarity_logits(anchor, positive.unsqueeze(1), temperature, similarity)
+    if negatives is not None:
+        explicit = similarity_logits(anchor, negatives, temperature, similarity)
+        blocks.append(explicit)
+        masks.append(torch.ones_like(explicit, dtype=torch.bool))
+        if negative_log_weights is not None:
+            weights.append(negative_log_weights.to(explicit.dtype).expand_as(explicit))
+    rows = nce_rows(
+        positive_logits,
+        torch.cat(blocks, dim=1),
+        negative_mask=torch.cat(masks, dim=1),
+        negative_log_weights=torch.cat(weights, dim=1) if weights else None,
+        include_positive=True,
+        context="labels removed every in-batch candidate" if labels is not None else "",
+    )
+    return rows.loss

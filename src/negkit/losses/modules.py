@@ -1,0 +1,195 @@
+"""``nn.Module`` wrappers of the functional losses: they hold hyper-parameters, the math stays functional.
+
+Hyper-parameters are checked when the module is built, so a bad configuration fails before training starts.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from negkit._validation import (
+    check_finite_scalar,
+    check_positive_scalar,
+    check_reduction,
+    check_similarity,
+)
+from negkit.losses import functional as F
+from negkit.losses.registry import register_loss
+
+
+class _Loss(nn.Module):
+    def __init__(self, temperature: float, reduction: str) -> None:
+        super().__init__()
+        self.temperature = check_positive_scalar("temperature", temperature)
+        check_reduction(reduction)
+        self.reduction = reduction
+
+    def extra_repr(self) -> str:
+        fields = {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "training"}
+        return ", ".join(f"{k}={v!r}" for k, v in fields.items())
+
+
+@register_loss("infonce", "ntxent", "simclr")
+class InfoNCE(_Loss):
+    """InfoNCE / NT-Xent with one positive per anchor; see :func:`negkit.losses.functional.info_nce`.
+
+    ``forward(anchor [B,d], positive [B,d], negatives=None | [K,d] | [B,K,d], *, labels=None,
+    negative_log_weights=None)``.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        *,
+        in_batch_negatives: bool = True,
+        symmetric: bool = False,
+        similarity: str = "cosine",
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(temperature, reduction)
+        check_similarity(similarity)
+        self.in_batch_negatives = in_batch_negatives
+        self.symmetric = symmetric
+        self.similarity = similarity
+
+    def forward(
+        self,
+        anchor: Tensor,
+        positive: Tensor,
+        negatives: Tensor | None = None,
+        *,
+        labels: Tensor | None = None,
+        negative_log_weights: Tensor | None = None,
+    ) -> Tensor:
+        return F.info_nce(
+            anchor,
+            positive,
+            negatives,
+            temperature=self.temperature,
+            labels=labels,
+            in_batch_negatives=self.in_batch_negatives,
+            negative_log_weights=negative_log_weights,
+            symmetric=self.symmetric,
+            similarity=self.similarity,
+            reduction=self.reduction,
+        )
+
+
+@register_loss("supcon")
+class SupCon(_Loss):
+    """Supervised contrastive loss L_out; ``forward(embeddings [N,d], labels [N])``.
+
+    See :func:`negkit.losses.functional.sup_con`.
+    """
+
+    def __init__(self, temperature: float = 0.1, *, reduction: str = "mean") -> None:
+        super().__init__(temperature, reduction)
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return F.sup_con(embeddings, labels, temperature=self.temperature, reduction=self.reduction)
+
+
+@register_loss("dcl", "dclw")
+class DCL(_Loss):
+    """Decoupled contrastive loss (DCLW when ``sigma`` is set); ``forward(z1 [B,d], z2 [B,d])``.
+
+    See :func:`negkit.losses.functional.dcl`.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        *,
+        sigma: float | None = None,
+        detach_weights: bool = False,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(temperature, reduction)
+        self.sigma = None if sigma is None else check_positive_scalar("sigma", sigma)
+        self.detach_weights = detach_weights
+
+    def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
+        return F.dcl(
+            z1,
+            z2,
+            temperature=self.temperature,
+            sigma=self.sigma,
+            detach_weights=self.detach_weights,
+            reduction=self.reduction,
+        )
+
+
+@register_loss("hardnce", "hucl", "hscl")
+class HardNCE(_Loss):
+    """H-UCL (no labels) / H-SCL (labels); ``forward(z1 [B,d], z2 [B,d], labels=None)``.
+
+    See :func:`negkit.losses.functional.hard_nce`.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.5,
+        *,
+        beta: float = 1.0,
+        tau_plus: float = 0.0,
+        detach_weights: bool = False,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(temperature, reduction)
+        self.beta = check_finite_scalar("beta", beta, low=0.0)
+        self.tau_plus = check_finite_scalar("tau_plus", tau_plus, low=0.0, high=1.0, high_inclusive=False)
+        self.detach_weights = detach_weights
+
+    def forward(self, z1: Tensor, z2: Tensor, labels: Tensor | None = None) -> Tensor:
+        return F.hard_nce(
+            z1,
+            z2,
+            labels,
+            temperature=self.temperature,
+            beta=self.beta,
+            tau_plus=self.tau_plus,
+            detach_weights=self.detach_weights,
+            reduction=self.reduction,
+        )
+
+
+@register_loss("decoupled_softmax", "dexml")
+class DecoupledSoftmax(_Loss):
+    """Multi-label decoupled softmax; ``forward(query [B,d], items [N,d], relevance [B,N])``.
+
+    See :func:`negkit.losses.functional.decoupled_softmax`.
+    """
+
+    def __init__(self, temperature: float = 0.05, *, similarity: str = "cosine", reduction: str = "mean") -> None:
+        super().__init__(temperature, reduction)
+        check_similarity(similarity)
+        self.similarity = similarity
+
+    def forward(self, query: Tensor, items: Tensor, relevance: Tensor) -> Tensor:
+        return F.decoupled_softmax(
+            query,
+            items,
+            relevance,
+            temperature=self.temperature,
+            similarity=self.similarity,
+            reduction=self.reduction,
+        )
+
+
+@register_loss("mw", "mw_auc", "mannwhitney")
+class MannWhitneyLoss(nn.Module):
+    """Mann–Whitney AUC loss; ``forward(scores [B,N], relevance [B,N])``.
+
+    See :func:`negkit.losses.functional.mw_auc`.
+    """
+
+    def __init__(self, *, reduction: str = "mean") -> None:
+        super().__init__()
+        check_reduction(reduction)
+        self.reduction = reduction
+
+    def forward(self, scores: Tensor, relevance: Tensor) -> Tensor:
+        return F.mw_auc(scores, relevance, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
