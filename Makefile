@@ -9,7 +9,7 @@ TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.negkit-installed
 CODE   := $(wildcard src tests benchmarks)
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,9 +22,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/negkit demo
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check $(CODE)
-	$(VENV)/bin/ruff format --check $(CODE)
+test: lint
 	$(PY) -m pytest -n 2 tests
 
 lint: $(STAMP)
