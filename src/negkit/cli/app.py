@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 app = typer.Typer(help="negkit: negatives for contrastive learning.", no_args_is_help=True, add_completion=False)
@@ -15,13 +20,145 @@ def _root() -> None:
     """negkit: negatives for contrastive learning — how many, which ones, and how much each should count."""
 
 
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Argument(help="TOML config; the built-in default when omitted.")] = None,
+    out: Annotated[Path, typer.Option(help="Run folder (results, checkpoints, report).")] = Path("runs/default"),
+    strategies: Annotated[str | None, typer.Option(help="Comma-separated strategies, e.g. simclr,hscl.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the seed.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Override the dataset (see `negkit datasets`).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the killed run in this folder.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a run already in --out.")] = False,
+) -> None:
+    """Train every strategy of CONFIG on real data; write metrics.json, history.csv and report.md."""
+    from negkit.data import DatasetUnavailableError
+    from negkit.report import write_report
+    from negkit.train.config import ConfigError, load_config
+    from negkit.train.runner import RunDirError, prepare_run_dir, run_experiment
+
+    try:
+        if resume is not None:
+            if config is not None or strategies or epochs or seed is not None or dataset:
+                _fail("--resume continues a run with its saved config; do not pass a config or overrides")
+            paths, settings = prepare_run_dir(resume, None, resume=True)
+        else:
+            names = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
+            settings = load_config(config, strategies=names, seed=seed, dataset=dataset, **{"train.epochs": epochs})
+            paths, settings = prepare_run_dir(out, settings, force=force)
+    except (ConfigError, RunDirError, FileNotFoundError) as error:
+        _fail(str(error))
+
+    console.print(
+        f"negkit run → [bold]{paths.root}[/] ({settings.dataset}, strategies: {', '.join(settings.strategies)})"
+    )
+    started = time.perf_counter()
+    columns = (
+        TextColumn("[bold]{task.description:<8}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}  kNN {task.fields[knn]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_start(name: str, total: int) -> None:
+            tasks[name] = progress.add_task(name, total=total, loss="–", knn="–")
+
+        def on_epoch(record: dict[str, Any]) -> None:
+            task = tasks.get(record["strategy"])
+            if task is None:  # resumed mid-strategy
+                on_start(record["strategy"], settings.train.epochs)
+                task = tasks[record["strategy"]]
+            progress.update(
+                task, completed=record["epoch"], loss=f"{record['loss']:.3f}", knn=f"{record['knn_acc']:.3f}"
+            )
+
+        try:
+            metrics = run_experiment(paths, settings, on_epoch_end=on_epoch, on_strategy_start=on_start)
+        except DatasetUnavailableError as error:
+            _fail(str(error))
+    report = write_report(paths.root)
+    _print_summary(metrics)
+    console.print(f"report: [bold]{report}[/]  ({time.perf_counter() - started:.1f} s)")
+
+
+def _print_summary(metrics: dict[str, Any]) -> None:
+    table = Table(title=f"{metrics['dataset']}: test accuracy of the learned features")
+    for column in ("strategy", "kNN", "linear", "R@1", "MAP@R", "FN rate", "train s"):
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    raw = metrics["baselines"]["raw"]
+    table.add_row(
+        "raw input",
+        f"{raw['knn_acc']:.4f}",
+        f"{raw['linear_acc']:.4f}",
+        f"{raw['recall_at_1']:.4f}",
+        f"{raw['map_at_r']:.4f}",
+        "–",
+        "–",
+    )
+    for name, m in metrics["strategies"].items():
+        table.add_row(
+            name,
+            f"{m['knn_acc']:.4f}",
+            f"{m['linear_acc']:.4f}",
+            f"{m['recall_at_1']:.4f}",
+            f"{m['map_at_r']:.4f}",
+            f"{m['false_negative_rate']:.3f}",
+            f"{m['train_seconds']:.1f}",
+        )
+    console.print(table)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")]) -> None:
+    """Rebuild DIR/report.md and its plots from the run's saved results."""
+    from negkit.report import write_report
+
+    try:
+        console.print(f"report: [bold]{write_report(run_dir)}[/]")
+    except FileNotFoundError as error:
+        _fail(str(error))
+
+
+@app.command()
+def strategies() -> None:
+    """List the registered strategies and their parameters."""
+    from negkit.strategies import get_strategy, list_strategies
+
+    table = Table(title="strategies")
+    for column in ("name", "labels", "parameters", "description"):
+        table.add_column(column)
+    for name in list_strategies():
+        spec = get_strategy(name)
+        params = ", ".join(f"{k}={v}" for k, v in spec.defaults().items())
+        table.add_row(name, "yes" if spec.uses_labels else "no", params, spec.description)
+    console.print(table)
+
+
+@app.command()
+def datasets() -> None:
+    """List the registered datasets."""
+    from negkit.data import list_datasets
+
+    for name in list_datasets():
+        console.print(name)
+
+
 @app.command()
 def demo(
     steps: int = typer.Option(150, help="Training steps per loss."),
     batch_size: int = typer.Option(128, help="Pairs per batch."),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
-    """Train one small encoder with every loss on clustered data and compare kNN accuracy."""
+    """Train one small encoder with every loss on synthetic clusters and compare kNN accuracy (seconds)."""
     from negkit.cli.demo import run_demo
 
     table = Table(title=f"negkit losses: {steps} steps, batch {batch_size}, linear encoder 32→16, 5-NN accuracy")

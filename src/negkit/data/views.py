@@ -1,0 +1,91 @@
+"""Random views of image batches for contrastive training, built from torch operations only.
+
+torchvision has no CPU build next to the torch pinned here, so the few augmentations that suit small
+grey-scale images are written with ``affine_grid``/``grid_sample`` and masks. Every call takes an explicit
+``torch.Generator``: the same generator state gives the same views.
+
+Measured on MNIST-5000 with a 784-256-128 MLP: shifts of ±2 px help, ±4 px hurt.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """Augmentation strengths; 0 disables an augmentation.
+
+    Attributes:
+        shift: maximal translation in pixels (integer shifts drawn uniformly in ``[-shift, shift]`` per axis).
+        rotation: maximal rotation in degrees (uniform in ``[-rotation, rotation]``).
+        noise: standard deviation of additive Gaussian noise (then clipped to ``[0, 1]``).
+        erase: probability of random erasing (a rectangle of 2–20 % of the image, aspect 0.3–3.3, set to 0;
+            Zhong et al., AAAI 2020).
+    """
+
+    shift: int = 2
+    rotation: float = 0.0
+    noise: float = 0.0
+    erase: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.shift < 0 or self.rotation < 0 or self.noise < 0 or not 0 <= self.erase <= 1:
+            raise ValueError(f"view strengths must be >= 0 (erase a probability), got {self}")
+
+
+def random_views(x: Tensor, config: ViewConfig, generator: torch.Generator) -> Tensor:
+    """One random view of each image of ``x [B, C, H, W]`` (values in ``[0, 1]``); same shape."""
+    if x.dim() != 4:
+        raise ValueError(f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
+    out = x
+    if config.shift or config.rotation:
+        out = _affine(out, config, generator)
+    if config.noise:
+        noise = torch.randn(out.shape, generator=generator, dtype=out.dtype)
+        out = (out + config.noise * noise).clamp(0.0, 1.0)
+    if config.erase:
+        out = _erase(out, config.erase, generator)
+    return out
+
+
+def _affine(x: Tensor, config: ViewConfig, generator: torch.Generator) -> Tensor:
+    batch, _, height, width = x.shape
+    shifts = torch.randint(-config.shift, config.shift + 1, (batch, 2), generator=generator).to(x.dtype)
+    angles = (torch.rand(batch, generator=generator, dtype=x.dtype) * 2 - 1) * math.radians(config.rotation)
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    theta = torch.zeros(batch, 2, 3, dtype=x.dtype)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+    # grid_sample samples the input at theta @ output-coords: a shift of +t px moves content by +t px.
+    theta[:, 0, 2] = -2.0 * shifts[:, 0] / width
+    theta[:, 1, 2] = -2.0 * shifts[:, 1] / height
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    mode = "bilinear" if config.rotation else "nearest"
+    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def _erase(x: Tensor, probability: float, generator: torch.Generator) -> Tensor:
+    batch, _, height, width = x.shape
+    area = (torch.rand(batch, generator=generator) * 0.18 + 0.02) * height * width
+    log_ratio = torch.empty(batch).uniform_(math.log(0.3), math.log(3.3), generator=generator)
+    ratio = torch.exp(log_ratio)
+    box_h = torch.sqrt(area * ratio).round().clamp(1, height)
+    box_w = torch.sqrt(area / ratio).round().clamp(1, width)
+    top = (torch.rand(batch, generator=generator) * (height - box_h + 1)).floor()
+    left = (torch.rand(batch, generator=generator) * (width - box_w + 1)).floor()
+    apply = torch.rand(batch, generator=generator) < probability
+    rows = torch.arange(height).view(1, height, 1)
+    cols = torch.arange(width).view(1, 1, width)
+    inside = (
+        (rows >= top.view(-1, 1, 1))
+        & (rows < (top + box_h).view(-1, 1, 1))
+        & (cols >= left.view(-1, 1, 1))
+        & (cols < (left + box_w).view(-1, 1, 1))
+        & apply.view(-1, 1, 1)
+    )
+    return x.masked_fill(inside.unsqueeze(1), 0.0)

@@ -1,0 +1,103 @@
+"""``report.md``: a table of every strategy beside the raw-input baseline, and the plots."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from negkit.io import load_torch, read_json, write_text
+from negkit.report import plots
+
+COLUMNS = (
+    ("knn_acc", "kNN acc", "{:.4f}"),
+    ("linear_acc", "linear acc", "{:.4f}"),
+    ("recall_at_1", "R@1", "{:.4f}"),
+    ("map_at_r", "MAP@R", "{:.4f}"),
+    ("alignment", "align ↓", "{:.3f}"),
+    ("uniformity", "unif ↓", "{:.3f}"),
+    ("tolerance", "tolerance", "{:.3f}"),
+    ("false_negative_rate", "FN rate", "{:.3f}"),
+    ("train_seconds", "train s", "{:.1f}"),
+)
+
+
+def _cell(metrics: dict[str, Any], key: str, fmt: str) -> str:
+    value = metrics.get(key)
+    return "–" if value is None else fmt.format(value)
+
+
+def results_table(metrics: dict[str, Any]) -> str:
+    header = "| strategy | labels | " + " | ".join(title for _, title, _ in COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 2)]
+    raw = metrics["baselines"]["raw"]
+    lines.append("| raw input | – | " + " | ".join(_cell(raw, k, f) for k, _, f in COLUMNS) + " |")
+    for name, values in metrics["strategies"].items():
+        uses = "yes" if values.get("uses_labels") else "no"
+        lines.append(f"| {name} | {uses} | " + " | ".join(_cell(values, k, f) for k, _, f in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def _read_history(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Build ``DIR/report.md`` and ``DIR/plots/*.png`` from ``metrics.json``, ``history.csv`` and embeddings."""
+    root = Path(run_dir)
+    if not (root / "metrics.json").exists():
+        raise FileNotFoundError(f"{root / 'metrics.json'} not found: the run has not finished (resume it first)")
+    metrics = read_json(root / "metrics.json")
+    strategies = metrics["strategies"]
+    raw = metrics["baselines"]["raw"]
+    config = metrics["config"]
+    best = max(strategies, key=lambda name: strategies[name]["knn_acc"])
+    plot_dir = root / "plots"
+    plots.training_curves(_read_history(root / "history.csv"), plot_dir / "curves.png")
+    plots.accuracy_bars(strategies, raw, plot_dir / "accuracy.png")
+    plots.alignment_uniformity(strategies, plot_dir / "alignment_uniformity.png")
+    embedding = load_torch(root / "embeddings" / f"{best}.pt")
+    plots.projection(
+        embedding["features"], embedding["labels"], f"{best}: test features (PCA)", plot_dir / "projection.png"
+    )
+
+    train = config["train"]
+    margin = strategies[best]["knn_acc"] - raw["knn_acc"]
+    verdict = "beats" if margin > 0 else "does not beat"
+    params = "; ".join(
+        f"{name}: " + ", ".join(f"{k}={v}" for k, v in values["params"].items())
+        for name, values in strategies.items()
+        if values.get("params")
+    )
+    text = f"""# negkit run: {metrics["dataset"]}
+
+{metrics["dataset_description"]}.
+
+Encoder `{train["encoder"]}` (features {train["feature_dim"]}, projection {train["projection_dim"]}), {train["epochs"]}
+epochs, batch {train["batch_size"]}, AdamW lr {train["lr"]} (warm-up {train["warmup_epochs"]} epochs, cosine),
+weight decay {train["weight_decay"]}, views {config["views"]}, seed {config["seed"]}. Metrics on the test split, on
+backbone features: weighted kNN (k = {config["eval"]["knn_k"]}), linear probe (logistic regression), retrieval of
+test queries against the train set (R@1, MAP@R), alignment and uniformity (Wang & Isola), tolerance (Wang & Liu),
+and the false-negative rate of the in-batch negatives each strategy used (share with the anchor's label).
+
+## Results
+
+{results_table(metrics)}
+
+Best learned embedding: **{best}**, kNN accuracy {strategies[best]["knn_acc"]:.4f}, which {verdict} the raw-input
+kNN baseline ({raw["knn_acc"]:.4f}) by {margin:+.4f}. Wall time of the last session: {metrics["wall_seconds"]:.1f} s.
+
+Strategy parameters: {params}.
+
+## Plots
+
+![training curves](plots/curves.png)
+
+![accuracy per strategy](plots/accuracy.png)
+
+![alignment vs uniformity](plots/alignment_uniformity.png)
+
+![projection of the best embedding](plots/projection.png)
+"""
+    return write_text(root / "report.md", text)

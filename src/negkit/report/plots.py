@@ -1,0 +1,83 @@
+"""The report's figures (matplotlib, Agg backend, PNG written atomically)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+
+from negkit.io import atomic_write
+
+
+def save_figure(figure: Figure, path: Path) -> Path:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+
+
+def training_curves(history: list[dict[str, Any]], path: Path) -> Path:
+    """Loss and per-epoch kNN accuracy of every strategy."""
+    figure, (loss_axes, knn_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    for name in dict.fromkeys(row["strategy"] for row in history):
+        rows = [row for row in history if row["strategy"] == name]
+        epochs = [int(row["epoch"]) for row in rows]
+        loss_axes.plot(epochs, [float(row["loss"]) for row in rows], label=name)
+        knn_axes.plot(epochs, [float(row["knn_acc"]) for row in rows], label=name)
+    loss_axes.set(xlabel="epoch", ylabel="training loss", title="loss (each strategy's own objective)")
+    knn_axes.set(xlabel="epoch", ylabel="kNN accuracy (test)", title="kNN accuracy during training")
+    knn_axes.legend(fontsize=8)
+    return save_figure(figure, path)
+
+
+def accuracy_bars(strategies: dict[str, dict[str, Any]], raw: dict[str, float], path: Path) -> Path:
+    """kNN and linear-probe accuracy per strategy, with the raw-input baselines as lines."""
+    names = list(strategies)
+    positions = torch.arange(len(names), dtype=torch.float64)
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 2), 4))
+    axes.bar(positions - 0.2, [strategies[n]["knn_acc"] for n in names], width=0.4, label="kNN")
+    axes.bar(positions + 0.2, [strategies[n]["linear_acc"] for n in names], width=0.4, label="linear probe")
+    axes.axhline(raw["knn_acc"], color="C0", linestyle="--", linewidth=1, label="raw input, kNN")
+    axes.axhline(raw["linear_acc"], color="C1", linestyle=":", linewidth=1, label="raw input, linear")
+    low = min(min(s["knn_acc"], s["linear_acc"]) for s in strategies.values())
+    axes.set_ylim(max(0.0, min(low, raw["knn_acc"], raw["linear_acc"]) - 0.05), 1.0)
+    axes.set_xticks(positions.tolist(), names, rotation=20)
+    axes.set(ylabel="test accuracy", title="accuracy per strategy")
+    axes.legend(fontsize=8, loc="lower right")
+    return save_figure(figure, path)
+
+
+def alignment_uniformity(strategies: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Wang & Isola's two properties, one point per strategy (lower is better on both axes)."""
+    figure, axes = plt.subplots(figsize=(5.5, 4.5))
+    for name, metrics in strategies.items():
+        axes.scatter(metrics["alignment"], metrics["uniformity"], s=40)
+        axes.annotate(
+            name, (metrics["alignment"], metrics["uniformity"]), fontsize=8, xytext=(4, 4), textcoords="offset points"
+        )
+    axes.set(
+        xlabel="alignment (lower: positives closer)",
+        ylabel="uniformity (lower: more uniform)",
+        title="alignment vs uniformity (test set)",
+    )
+    return save_figure(figure, path)
+
+
+def projection(features: torch.Tensor, labels: torch.Tensor, title: str, path: Path) -> Path:
+    """First two principal components of the L2-normalised features, coloured by class."""
+    normalised = torch.nn.functional.normalize(features.double(), dim=1)
+    centred = normalised - normalised.mean(dim=0)
+    _, _, vectors = torch.linalg.svd(centred, full_matrices=False)
+    points = centred @ vectors[:2].T
+    figure, axes = plt.subplots(figsize=(5.5, 5))
+    scatter = axes.scatter(points[:, 0], points[:, 1], c=labels.numpy(), cmap="tab10", s=6)
+    axes.legend(*scatter.legend_elements(), fontsize=7, title="class", loc="best", markerscale=0.8)
+    axes.set(title=title, xlabel="PC 1", ylabel="PC 2")
+    return save_figure(figure, path)

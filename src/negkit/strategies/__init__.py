@@ -1,0 +1,13 @@
+"""Named training strategies (``negkit.strategies.create_strategy("hscl", beta=1.0)``)."""
+
+from negkit.strategies import builtin as _builtin  # noqa: F401  (registers the built-in strategies)
+from negkit.strategies.registry import (
+    StrategyLoss,
+    StrategySpec,
+    create_strategy,
+    get_strategy,
+    list_strategies,
+    register_strategy,
+)
+
+__all__ = ["StrategyLoss", "StrategySpec", "create_strategy", "get_strategy", "list_strategies", "register_strategy"]
