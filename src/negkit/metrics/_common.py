@@ -7,6 +7,7 @@ L2-normalisable, non-negative class ids, neighbour counts, chunk sizes) lives he
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator
 
 import torch
@@ -19,9 +20,16 @@ DEFAULT_CHUNK_SIZE = 1024
 
 
 def check_int(name: str, value: object, *, low: int, high: int | None = None, high_note: str = "") -> int:
-    """Return ``value`` as an ``int`` after checking ``low <= value [<= high]``; bools are rejected."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, got {type(value).__name__}")
+    """Return ``value`` as an ``int`` after checking ``low <= value [<= high]``.
+
+    Anything with ``__index__`` (Python, NumPy or 0-d torch integers) is accepted; bools and floats are not.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an int, got bool")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an int, got {type(value).__name__}") from None
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
     if high is not None and value > high:

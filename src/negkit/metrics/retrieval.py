@@ -8,7 +8,7 @@ is, the fraction of queries with at least one same-label reference among their `
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -81,7 +81,9 @@ def retrieval_metrics(
     leave_one_out = reference_emb is None
     if leave_one_out:
         if query_emb.shape[0] < 2:
-            raise ValueError(f"query_emb must have at least 2 rows for leave-one-out retrieval, got {query_emb.shape}")
+            raise ValueError(
+                f"query_emb must have at least 2 rows for leave-one-out retrieval, got {tuple(query_emb.shape)}"
+            )
         reference_emb, reference_labels = query_emb, query_labels
     else:
         reference_emb = check_embeddings("reference_emb", reference_emb)
@@ -144,8 +146,9 @@ def retrieval_metrics(
 
 def _check_ks(ks: object, num_candidates: int, leave_one_out: bool) -> list[int]:
     """Validate ``ks``; return its distinct values in the given order."""
-    if isinstance(ks, int | str | bytes) or not isinstance(ks, Sequence):
+    if isinstance(ks, str | bytes) or not isinstance(ks, Iterable) or (isinstance(ks, Tensor) and ks.dim() != 1):
         raise ValueError(f"ks must be a sequence of ints such as (1, 5, 10), got {ks!r}")
+    ks = list(ks)
     if len(ks) == 0:
         raise ValueError("ks must contain at least one k")
     note = "the number of references minus the query itself" if leave_one_out else "the number of references"

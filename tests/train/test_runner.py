@@ -1,0 +1,108 @@
+import pytest
+import torch
+
+from negkit import io
+from negkit.io import read_json
+from negkit.train.runner import RunDirError, prepare_run_dir, run_experiment
+
+TIMING_KEYS = {"train_seconds"}
+
+
+def comparable(metrics):
+    """Metrics without wall-clock times, which differ between any two runs."""
+    return {
+        name: {k: v for k, v in values.items() if k not in TIMING_KEYS}
+        for name, values in metrics["strategies"].items()
+    }
+
+
+class KilledError(Exception):
+    pass
+
+
+def test_resume_after_a_kill_ends_with_the_same_metrics(tmp_path, tiny_config):
+    paths, config = prepare_run_dir(tmp_path / "whole", tiny_config)
+    whole = run_experiment(paths, config)
+
+    paths, config = prepare_run_dir(tmp_path / "killed", tiny_config)
+    epochs_done = []
+
+    def kill_after_second_epoch_of_hscl(record):
+        epochs_done.append((record["strategy"], record["epoch"]))
+        if (record["strategy"], record["epoch"]) == ("hscl", 2):
+            raise KilledError  # as if the process died right after the epoch's checkpoint was written
+
+    with pytest.raises(KilledError):
+        run_experiment(paths, config, on_epoch_end=kill_after_second_epoch_of_hscl)
+    assert not paths.metrics.exists() and paths.result("simclr").exists() and not paths.result("hscl").exists()
+
+    resumed_epochs = []
+    paths, config = prepare_run_dir(tmp_path / "killed", None, resume=True)
+    resumed = run_experiment(paths, config, on_epoch_end=lambda r: resumed_epochs.append((r["strategy"], r["epoch"])))
+    assert resumed_epochs == [("hscl", 3)]  # simclr was finished, hscl continues after its 2nd epoch
+    assert comparable(resumed) == comparable(whole)
+    history = paths.history.read_text().splitlines()
+    assert len(history) == 1 + 2 * 3
+
+
+def test_same_config_and_seed_give_the_same_metrics_and_seed_matters(tmp_path, tiny_config):
+    first = run_experiment(*prepare_run_dir(tmp_path / "a", tiny_config))
+    second = run_experiment(*prepare_run_dir(tmp_path / "b", tiny_config))
+    assert comparable(first) == comparable(second)
+    other_seed = tiny_config.model_copy(update={"seed": 1})
+    third = run_experiment(*prepare_run_dir(tmp_path / "c", other_seed))
+    assert comparable(third) != comparable(first)
+
+
+def test_metrics_json_has_the_documented_shape(tmp_path, tiny_config):
+    metrics = run_experiment(*prepare_run_dir(tmp_path / "run", tiny_config))
+    assert metrics == read_json(tmp_path / "run" / "metrics.json")
+    assert metrics["dataset"] == "digits" and metrics["config"]["strategies"] == ["simclr", "hscl"]
+    assert {"knn_acc", "linear_acc"} <= set(metrics["baselines"]["raw"])
+    for values in metrics["strategies"].values():
+        for key in (
+            "knn_acc",
+            "linear_acc",
+            "recall_at_1",
+            "map_at_r",
+            "alignment",
+            "uniformity",
+            "tolerance",
+            "false_negative_rate",
+            "train_seconds",
+        ):
+            assert isinstance(values[key], float), key
+        assert 0.0 <= values["knn_acc"] <= 1.0
+    # In-batch negatives of the unsupervised strategy collide with the anchor's class about 1/10 of the time.
+    assert 0.05 < metrics["strategies"]["simclr"]["false_negative_rate"] < 0.15
+    assert metrics["strategies"]["hscl"]["false_negative_rate"] == 0.0
+
+
+def test_a_finished_or_unfinished_run_is_never_overwritten_without_force(tmp_path, tiny_config):
+    paths, _ = prepare_run_dir(tmp_path / "run", tiny_config)
+    (paths.root / "marker").write_text("x")
+    with pytest.raises(RunDirError, match="unfinished run; continue it with `negkit run --resume"):
+        prepare_run_dir(tmp_path / "run", tiny_config)
+    paths.metrics.write_text("{}")
+    with pytest.raises(RunDirError, match="holds a finished run, or pass --force"):
+        prepare_run_dir(tmp_path / "run", tiny_config)
+    prepare_run_dir(tmp_path / "run", tiny_config, force=True)
+    assert not (paths.root / "marker").exists() and paths.config.exists()
+    with pytest.raises(RunDirError, match="nothing to resume"):
+        prepare_run_dir(tmp_path / "empty", None, resume=True)
+
+
+def test_a_crash_while_writing_keeps_the_previous_file(tmp_path, monkeypatch):
+    target = tmp_path / "checkpoint.pt"
+    io.save_torch(target, {"epoch": 1})
+
+    def broken_save(obj, handle):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_torch(target, {"epoch": 2})
+    monkeypatch.undo()
+    assert io.load_torch(target) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left behind
