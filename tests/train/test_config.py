@@ -50,3 +50,21 @@ def test_config_round_trips_through_json():
     config = load_config(strategies=["dcl"])
     assert build_config(config.model_dump(mode="json")) == config
     assert isinstance(config, RunConfig)
+
+
+def test_shipped_example_configs_validate_and_the_default_one_matches_the_builtin():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    files = sorted(root.glob("*.toml"))
+    assert files
+    for path in files:
+        load_config(path)
+    written = load_config(root / "mnist5000.toml")
+    builtin = load_config()
+    assert written.train == builtin.train and written.views == builtin.views and written.eval == builtin.eval
+    assert written.strategies == builtin.strategies
+    from negkit.strategies import get_strategy
+
+    for name, params in written.strategy_params.items():
+        assert params == {k: v for k, v in get_strategy(name).defaults().items() if k in params}
