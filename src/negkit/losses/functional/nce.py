@@ -14,12 +14,13 @@ from negkit._validation import (
     check_tensor,
 )
 from negkit.losses.functional.core import nce_rows, reduce_loss, similarity_logits
+from negkit.negatives.types import GatheredNegatives
 
 
 def info_nce(
     anchor: Tensor,
     positive: Tensor,
-    negatives: Tensor | None = None,
+    negatives: Tensor | GatheredNegatives | None = None,
     *,
     temperature: float | Tensor = 0.1,
     labels: Tensor | None = None,
@@ -41,7 +42,9 @@ def info_nce(
       is given, every ``p_j`` whose label equals ``labels[i]`` (label masking of false negatives);
     * every row of ``negatives``: ``[K,d]`` is shared by all anchors, ``[B,K,d]`` gives anchor i its own
       ``K`` negatives (as gathered by a sampler). ``negative_log_weights`` (``[K]`` or ``[B,K]``) are
-      added to these logits: ``w_ic = exp(negative_log_weights)``, e.g. importance weights.
+      added to these logits: ``w_ic = exp(negative_log_weights)``, e.g. importance weights. A sampler's
+      output gathered from its pool (``sampler.sample(...).gather(pool)``) can be passed as ``negatives``
+      directly: it carries both the ``[B,K,d]`` rows and their log-weights.
 
     With ``negatives=None, in_batch_negatives=True, labels=None`` this equals
     ``F.cross_entropy(sim(anchor, positive) / T, arange(B))``.
@@ -49,7 +52,7 @@ def info_nce(
     Args:
         anchor: ``[B,d]``.
         positive: ``[B,d]``; row i is anchor i's positive.
-        negatives: ``None``, ``[K,d]`` or ``[B,K,d]``.
+        negatives: ``None``, ``[K,d]``, ``[B,K,d]``, or :class:`~negkit.negatives.GatheredNegatives`.
         temperature: T > 0 (a float or a scalar tensor, which may be learnable).
         labels: optional ``[B]`` class ids of the pairs, used to drop same-class in-batch negatives.
         in_batch_negatives: use the other positives as negatives.
@@ -67,6 +70,10 @@ def info_nce(
     check_positive_scalar("temperature", temperature)
     check_reduction(reduction)
     check_similarity(similarity)
+    if isinstance(negatives, GatheredNegatives):
+        if negative_log_weights is not None:
+            raise ValueError("negatives already carries its log-weights; do not also pass negative_log_weights")
+        negatives, negative_log_weights = negatives
     check_tensor("anchor", anchor, 2)
     check_tensor("positive", positive, 2)
     if positive.shape != anchor.shape:

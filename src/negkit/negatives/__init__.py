@@ -1,0 +1,23 @@
+"""Negatives as a component: pools beyond the batch, samplers, and the quality of what they return."""
+
+from negkit.negatives.pools import EmbeddingCache, Queue
+from negkit.negatives.samplers import (
+    ClassConditionalSampler,
+    HardnessSampler,
+    MinedSampler,
+    NegativeSampler,
+    UniformSampler,
+)
+from negkit.negatives.types import GatheredNegatives, Negatives
+
+__all__ = [
+    "ClassConditionalSampler",
+    "EmbeddingCache",
+    "GatheredNegatives",
+    "HardnessSampler",
+    "MinedSampler",
+    "NegativeSampler",
+    "Negatives",
+    "Queue",
+    "UniformSampler",
+]

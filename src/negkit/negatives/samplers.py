@@ -1,0 +1,341 @@
+"""Negative samplers: which pool rows each anchor gets as negatives, and how much each should count.
+
+Every sampler has one call::
+
+    sampler.sample(anchors [B, d], pool [N, d], *, anchor_labels=None, pool_labels=None, anchor_ids=None,
+                   pool_ids=None, positives=None, generator=None) -> Negatives(indices [B, K], log_weights)
+
+Eligibility, shared by all samplers: a pool row whose id equals the anchor's id is never its negative (the
+anchor itself, or its other view); class-conditional samplers also drop rows with the anchor's label.
+Asking for more negatives than an anchor has eligible rows is a ``ValueError`` naming both numbers, unless
+``replacement=True``. Work is chunked over the pool (``chunk_size`` columns at a time), so memory is
+``O(B · chunk_size)`` whatever N is.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from negkit._validation import check_compatible, check_finite_scalar, check_similarity, check_tensor, format_rows
+from negkit.negatives.sampling import (
+    ChunkLogits,
+    Eligibility,
+    PoolView,
+    categorical_draws,
+    count_eligible,
+    log_inclusion_probability,
+    perturbed_top_k,
+    ranked_window,
+)
+from negkit.negatives.types import Negatives
+
+
+class NegativeSampler:
+    """Base class: input checks, eligibility masks and the similarity of anchors to pool chunks."""
+
+    #: whether the sampler drops pool rows that share the anchor's label
+    class_conditional: bool = False
+
+    def __init__(self, k: int, *, replacement: bool = False, similarity: str = "cosine", chunk_size: int = 8192):
+        if int(k) < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        check_similarity(similarity)
+        self.k, self.replacement, self.similarity, self.chunk_size = int(k), replacement, similarity, chunk_size
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+    def sample(
+        self,
+        anchors: Tensor,
+        pool: Tensor,
+        *,
+        anchor_labels: Tensor | None = None,
+        pool_labels: Tensor | None = None,
+        anchor_ids: Tensor | None = None,
+        pool_ids: Tensor | None = None,
+        positives: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Negatives:
+        """Choose ``k`` negatives in ``pool`` for every anchor; see the module docstring."""
+        check_tensor("anchors", anchors, 2)
+        check_tensor("pool", pool, 2)
+        check_compatible("anchors", anchors, pool=pool)
+        if pool.shape[1] != anchors.shape[1]:
+            raise ValueError(f"pool must have {anchors.shape[1]} features like anchors, got {pool.shape[1]}")
+        rows, size = anchors.shape[0], pool.shape[0]
+        for name, value, length in (
+            ("anchor_labels", anchor_labels, rows),
+            ("pool_labels", pool_labels, size),
+            ("anchor_ids", anchor_ids, rows),
+            ("pool_ids", pool_ids, size),
+        ):
+            if value is not None and (value.dim() != 1 or value.shape[0] != length):
+                raise ValueError(f"{name} must have shape [{length}], got {tuple(value.shape)}")
+        if (anchor_ids is None) != (pool_ids is None):
+            raise ValueError("anchor_ids and pool_ids must be given together")
+        if self.class_conditional and (anchor_labels is None or pool_labels is None):
+            raise ValueError(f"{type(self).__name__} is class-conditional: pass anchor_labels and pool_labels")
+        if positives is not None:
+            check_tensor("positives", positives, 2)
+            if positives.shape != anchors.shape:
+                raise ValueError(f"positives must have the shape of anchors {tuple(anchors.shape)}")
+        eligibility = Eligibility(
+            anchor_ids=anchor_ids,
+            pool_ids=pool_ids,
+            anchor_labels=anchor_labels,
+            pool_labels=pool_labels,
+            drop_same_label=self.class_conditional or self._drops_same_label(anchor_labels, pool_labels),
+            ceiling=self._ceiling(anchors, positives),
+        )
+        self._current = (anchors, pool)
+        try:
+            view = PoolView(rows, size, self._logits(anchors, pool), eligibility, anchors.device, self.chunk_size)
+            return self._sample(view, generator)
+        finally:
+            del self._current
+
+    # -- pieces shared by the samplers ------------------------------------------------------------------------
+
+    def _similarity(self, anchors: Tensor, pool: Tensor) -> tuple[Tensor, Tensor]:
+        if self.similarity == "cosine":
+            return F.normalize(anchors.detach().float(), dim=1), F.normalize(pool.detach().float(), dim=1)
+        return anchors.detach().float(), pool.detach().float()
+
+    def _logits(self, anchors: Tensor, pool: Tensor) -> ChunkLogits | None:
+        """Logits of anchors against a pool chunk; ``None`` for samplers that ignore similarity."""
+        return None
+
+    def _ceiling(self, anchors: Tensor, positives: Tensor | None) -> Tensor | None:
+        """``[B, 1]`` highest logit a negative may have (margin filters); ``None`` for no ceiling."""
+        return None
+
+    def _drops_same_label(self, anchor_labels: Tensor | None, pool_labels: Tensor | None) -> bool:
+        return False
+
+    def _check_counts(self, view: PoolView, needed: int, what: str = "eligible pool rows") -> Tensor:
+        counts = count_eligible(view)
+        if self.replacement:
+            short = counts < 1
+            if bool(short.any()):
+                raise ValueError(f"anchors {format_rows(short)} have no {what} to draw from")
+            return counts
+        short = counts < needed
+        if bool(short.any()):
+            fewest = int(counts[short].min())
+            raise ValueError(
+                f"k = {self.k} is larger than the {what} of anchors {format_rows(short)} (as few as {fewest}); "
+                "lower k or pass replacement=True"
+            )
+        return counts
+
+    def _sample(self, view: PoolView, generator: torch.Generator | None) -> Negatives:
+        raise NotImplementedError
+
+
+class UniformSampler(NegativeSampler):
+    """``k`` negatives uniformly from the eligible pool (the UCL distribution: labels are not used).
+
+    Without replacement the log-weights are ``log(n_i / k)`` (Horvitz–Thompson: every eligible row is
+    included with probability ``k / n_i``); with replacement they are the same ``log(n_i / k) = −log(k·q)``.
+    """
+
+    def _sample(self, view: PoolView, generator: torch.Generator | None) -> Negatives:
+        counts = self._check_counts(view, self.k)
+        if self.replacement:
+            indices, _ = categorical_draws(view, self.k, generator)
+        else:
+            indices, _, _ = perturbed_top_k(view, self.k, generator)
+        log_weights = torch.log(counts.double() / self.k).float().unsqueeze(1).expand(-1, self.k)
+        return Negatives(indices, log_weights.contiguous())
+
+
+class ClassConditionalSampler(UniformSampler):
+    """``k`` negatives uniformly from the pool rows whose label differs from the anchor's (the SCL distribution).
+
+    Needs ``anchor_labels`` and ``pool_labels``. Log-weights as :class:`UniformSampler`, over the rows of
+    other classes.
+    """
+
+    class_conditional = True
+
+
+class HardnessSampler(NegativeSampler):
+    """``k`` negatives drawn with probability ``∝ exp(β · s_ij)`` over the eligible pool (Robinson et al., ICLR
+    2021: the hardness-tilted distribution ``q_β``), without replacement by Gumbel-top-k.
+
+    ``s`` is the cosine similarity (or dot with ``similarity="dot"``); HCL's tilt ``exp(β_HCL · s / T)`` is
+    ``beta = β_HCL / T`` here. ``class_conditional=True`` also drops the anchor's class: the H-SCL distribution.
+
+    Log-weights turn the sample back into an unbiased estimate over the uniform eligible pool: with
+    replacement ``−log(k · q_ij)``; without replacement ``−log P(j ∈ sample)`` from the Gumbel threshold, the
+    estimator of Kool, van Hoof & Welling (ICML 2019). Leave them out to train on the hard distribution.
+    """
+
+    def __init__(
+        self,
+        k: int,
+        beta: float = 1.0,
+        *,
+        class_conditional: bool = False,
+        replacement: bool = False,
+        similarity: str = "cosine",
+        chunk_size: int = 8192,
+    ) -> None:
+        super().__init__(k, replacement=replacement, similarity=similarity, chunk_size=chunk_size)
+        self.beta = check_finite_scalar("beta", beta)
+        self.class_conditional = class_conditional
+
+    def _logits(self, anchors: Tensor, pool: Tensor) -> ChunkLogits | None:
+        a, p = self._similarity(anchors, pool)
+        return lambda start, stop: self.beta * (a @ p[start:stop].T)
+
+    def _sample(self, view: PoolView, generator: torch.Generator | None) -> Negatives:
+        self._check_counts(view, self.k)
+        if self.replacement:
+            indices, log_q = categorical_draws(view, self.k, generator)
+            return Negatives(indices, (-math.log(self.k) - log_q).float())
+        indices, logits, threshold = perturbed_top_k(view, self.k, generator)
+        return Negatives(indices, (-log_inclusion_probability(logits, threshold)).float())
+
+
+class MinedSampler(NegativeSampler):
+    """Nearest-neighbour mining with false-negative filters.
+
+    For each anchor, the eligible pool rows are ranked by similarity (highest first) and the ranks
+    ``rank_window = (lo, hi)`` are kept: skipping the top ``lo`` ranks avoids the near-duplicates that are
+    most often unlabelled positives. Filters applied before ranking:
+
+    * the anchor's own id, and, when labels are given, every row with the anchor's label;
+    * with ``positives`` and ``margin``: every row scoring ``> s(anchor, positive) − margin``;
+    * with ``positives`` and ``relative_margin``: every row scoring ``> s(anchor, positive) · (1 − relative_margin)``
+      (NV-Retriever's TopK-PercPos filter, Moreira et al. 2024).
+
+    From the window, ``choose="top"`` keeps the ``k`` best, ``choose="random"`` draws ``k`` uniformly.
+    The search is an exact chunked top-k, or faiss (``backend="faiss"``; ``"auto"`` uses faiss for pools of
+    ``faiss_threshold`` rows or more when it is installed). Mined negatives are a deterministic, biased choice:
+    ``log_weights`` is ``None``.
+    """
+
+    def __init__(
+        self,
+        k: int,
+        rank_window: tuple[int, int] | None = None,
+        margin: float | None = None,
+        *,
+        relative_margin: float | None = None,
+        choose: str = "top",
+        backend: str = "auto",
+        faiss_threshold: int = 100_000,
+        similarity: str = "cosine",
+        chunk_size: int = 8192,
+    ) -> None:
+        super().__init__(k, replacement=False, similarity=similarity, chunk_size=chunk_size)
+        lo, hi = rank_window if rank_window is not None else (0, self.k)
+        if not 0 <= lo < hi:
+            raise ValueError(f"rank_window must be (lo, hi) with 0 <= lo < hi, got {rank_window}")
+        if hi - lo < self.k:
+            raise ValueError(f"rank_window {rank_window} holds {hi - lo} ranks, fewer than k = {self.k}")
+        if choose not in ("top", "random"):
+            raise ValueError(f"choose must be 'top' or 'random', got {choose!r}")
+        if backend not in ("auto", "exact", "faiss"):
+            raise ValueError(f"backend must be 'auto', 'exact' or 'faiss', got {backend!r}")
+        self.rank_window = (lo, hi)
+        self.margin = None if margin is None else check_finite_scalar("margin", margin)
+        self.relative_margin = (
+            None if relative_margin is None else check_finite_scalar("relative_margin", relative_margin, low=0.0)
+        )
+        self.choose, self.backend, self.faiss_threshold = choose, backend, faiss_threshold
+
+    def _drops_same_label(self, anchor_labels: Tensor | None, pool_labels: Tensor | None) -> bool:
+        return anchor_labels is not None and pool_labels is not None
+
+    def _logits(self, anchors: Tensor, pool: Tensor) -> ChunkLogits | None:
+        a, p = self._similarity(anchors, pool)
+        return lambda start, stop: a @ p[start:stop].T
+
+    def _ceiling(self, anchors: Tensor, positives: Tensor | None) -> Tensor | None:
+        if self.margin is None and self.relative_margin is None:
+            return None
+        if positives is None:
+            raise ValueError("margin and relative_margin filters need positives (the anchors' positive embeddings)")
+        a, pos = self._similarity(anchors, positives)
+        positive_score = (a * pos).sum(dim=1, keepdim=True)
+        ceiling = positive_score
+        if self.margin is not None:
+            ceiling = torch.minimum(ceiling, positive_score - self.margin)
+        if self.relative_margin is not None:
+            ceiling = torch.minimum(ceiling, positive_score * (1.0 - self.relative_margin))
+        return ceiling
+
+    def _use_faiss(self, size: int) -> bool:
+        if self.backend == "exact":
+            return False
+        if self.backend == "faiss":
+            return True
+        if size < self.faiss_threshold:
+            return False
+        try:
+            import faiss  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def _sample(self, view: PoolView, generator: torch.Generator | None) -> Negatives:
+        lo, hi = self.rank_window
+        if self._use_faiss(view.size):
+            indices, _ = self._faiss_window(view, lo, hi)
+        else:
+            indices, _ = ranked_window(view, lo, hi)
+        available = (indices >= 0).sum(dim=1)
+        short = available < self.k
+        if bool(short.any()):
+            raise ValueError(
+                f"k = {self.k} is larger than the eligible rows in rank window {self.rank_window} of anchors "
+                f"{format_rows(short)} (as few as {int(available[short].min())}); widen the window, relax the "
+                "filters or lower k"
+            )
+        if self.choose == "top":
+            return Negatives(indices[:, : self.k], None)
+        keys = torch.rand(indices.shape, generator=generator, device=indices.device).masked_fill(indices < 0, -1.0)
+        picked = keys.topk(self.k, dim=1).indices
+        return Negatives(indices.gather(1, picked), None)
+
+    def _faiss_window(self, view: PoolView, lo: int, hi: int) -> tuple[Tensor, Tensor]:
+        """Top ``hi`` eligible rows per anchor with faiss (exact inner-product index), filters applied after
+        the search; rows whose search came back short are searched again deeper."""
+        import faiss
+
+        a, p = self._similarity(*self._current)
+        index = faiss.IndexFlatIP(p.shape[1])
+        index.add(p.contiguous().numpy())
+        rows = view.rows
+        out_index = torch.full((rows, hi), -1, dtype=torch.long)
+        out_score = torch.full((rows, hi), float("-inf"))
+        pending = torch.arange(rows)
+        depth = min(view.size, 2 * hi + 16)
+        while len(pending):
+            scores, found = index.search(a[pending].contiguous().numpy(), depth)
+            found_t, scores_t = torch.from_numpy(found).long(), torch.from_numpy(scores)
+            keep = found_t >= 0
+            mask = view.eligibility.mask(pending, found_t.clamp(min=0), scores_t)
+            if mask is not None:
+                keep &= mask
+            scores_t = scores_t.masked_fill(~keep, float("-inf"))
+            best, order = scores_t.topk(min(hi, depth), dim=1)
+            chosen = found_t.gather(1, order).masked_fill(torch.isneginf(best), -1)
+            enough = (chosen >= 0).sum(dim=1) >= hi
+            done = enough | (depth >= view.size)
+            width = chosen.shape[1]
+            out_index[pending[done], :width] = chosen[done]
+            out_score[pending[done], :width] = best[done]
+            pending = pending[~done]
+            depth = min(view.size, depth * 4)
+        return out_index[:, lo:hi], out_score[:, lo:hi]

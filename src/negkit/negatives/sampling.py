@@ -1,0 +1,206 @@
+"""Chunked sampling engines over a pool: memory O(B · chunk), never the full ``[B, N]`` matrix.
+
+* :func:`perturbed_top_k` — Gumbel-top-k: the k largest ``logit + Gumbel`` keys are a sample *without
+  replacement* from ``softmax(logit)`` over the eligible items (Vieira 2014; Kool, van Hoof & Welling, ICML
+  2019). Also returns the (k+1)-th key, the threshold of Kool et al.'s unbiased estimator.
+* :func:`categorical_draws` — k draws *with replacement* from ``softmax(logit)`` by inverse CDF in two passes.
+* :func:`ranked_window` — the items ranked ``lo .. hi-1`` by logit among the eligible ones (exact top-k).
+
+A pool is described by a :class:`PoolView`: a function giving the logits of a column chunk and an
+:class:`Eligibility` telling which columns are allowed for each anchor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+ChunkLogits = Callable[[int, int], Tensor]  # (start, stop) -> [B, stop - start]
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """Which pool rows may be negatives of which anchors.
+
+    A row is eligible for anchor i unless it has the anchor's id (``anchor_ids``/``pool_ids``), or, with
+    ``drop_same_label``, the anchor's label, or its score exceeds ``ceiling[i]`` (margin filters).
+    """
+
+    anchor_ids: Tensor | None = None
+    pool_ids: Tensor | None = None
+    anchor_labels: Tensor | None = None
+    pool_labels: Tensor | None = None
+    drop_same_label: bool = False
+    ceiling: Tensor | None = None  # [B, 1]
+
+    def mask(self, rows: Tensor | slice, columns: Tensor, scores: Tensor | None) -> Tensor | None:
+        """Bool mask ``[r, m]`` for anchors ``rows`` against pool ``columns`` (``[1, m]`` or ``[r, m]``) whose
+        scores are ``scores [r, m]``; ``None`` when every pair is eligible."""
+        mask = None
+        if self.anchor_ids is not None and self.pool_ids is not None:
+            mask = self.anchor_ids[rows].unsqueeze(1) != self.pool_ids[columns]
+        if self.drop_same_label:
+            other = self.anchor_labels[rows].unsqueeze(1) != self.pool_labels[columns]
+            mask = other if mask is None else mask & other
+        if self.ceiling is not None:
+            below = scores <= self.ceiling[rows]
+            mask = below if mask is None else mask & below
+        return mask
+
+
+@dataclass(frozen=True)
+class PoolView:
+    rows: int  # B, anchors
+    size: int  # N, pool items
+    logits: ChunkLogits | None  # None: every eligible item has the same logit (uniform)
+    eligibility: Eligibility
+    device: torch.device
+    chunk_size: int = 8192
+
+    def chunks(self) -> range:
+        return range(0, self.size, self.chunk_size)
+
+    def block(self, start: int) -> tuple[int, Tensor, Tensor | None]:
+        """``(stop, logits [B, c] (zeros if uniform), mask [B, c] or None)`` of the chunk at ``start``."""
+        stop = min(start + self.chunk_size, self.size)
+        if self.logits is None:
+            logits = torch.zeros(self.rows, stop - start, device=self.device)
+        else:
+            logits = self.logits(start, stop)
+        columns = torch.arange(start, stop, device=self.device).unsqueeze(0)
+        return stop, logits, self.eligibility.mask(slice(None), columns, logits)
+
+
+def count_eligible(view: PoolView) -> Tensor:
+    """``[B]`` number of eligible pool items per anchor."""
+    counts = torch.zeros(view.rows, dtype=torch.long, device=view.device)
+    needs_scores = view.eligibility.ceiling is not None
+    for start in view.chunks():
+        stop = min(start + view.chunk_size, view.size)
+        scores = view.logits(start, stop) if needs_scores and view.logits is not None else None
+        columns = torch.arange(start, stop, device=view.device).unsqueeze(0)
+        mask = view.eligibility.mask(slice(None), columns, scores)
+        counts += (stop - start) if mask is None else mask.sum(dim=1)
+    return counts
+
+
+def _gumbel(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+    uniform = torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
+    return -torch.log(-torch.log(uniform.clamp_min(1e-300)))
+
+
+def perturbed_top_k(view: PoolView, k: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Gumbel-top-k over the eligible items of each row.
+
+    Returns ``(indices [B, k], logits [B, k], threshold [B])``: the chosen items, their (unperturbed) logits
+    and the (k+1)-th largest perturbed key (``-inf`` when a row has exactly k eligible items), all float64
+    but the indices. Rows with fewer than k eligible items keep ``-1`` in the unused slots; callers check
+    the counts first.
+    """
+    best_keys = torch.full((view.rows, k + 1), float("-inf"), dtype=torch.float64, device=view.device)
+    best_logits = torch.zeros((view.rows, k + 1), dtype=torch.float64, device=view.device)
+    best_index = torch.full((view.rows, k + 1), -1, dtype=torch.long, device=view.device)
+    for start in view.chunks():
+        stop, logits, mask = view.block(start)
+        logits = logits.to(torch.float64)
+        keys = logits + _gumbel(tuple(logits.shape), generator, view.device)
+        if mask is not None:
+            keys = keys.masked_fill(~mask, float("-inf"))
+        columns = torch.arange(start, stop, device=view.device).expand(view.rows, -1)
+        best_keys, order = torch.cat([best_keys, keys], dim=1).topk(k + 1, dim=1)
+        best_index = torch.cat([best_index, columns], dim=1).gather(1, order)
+        best_logits = torch.cat([best_logits, logits], dim=1).gather(1, order)
+    return best_index[:, :k], best_logits[:, :k], best_keys[:, k]
+
+
+def log_partition(view: PoolView) -> Tensor:
+    """``[B]`` log Σ over eligible items of ``exp(logit)``, chunked (float64)."""
+    total = torch.full((view.rows,), float("-inf"), dtype=torch.float64, device=view.device)
+    for start in view.chunks():
+        _, logits, mask = view.block(start)
+        logits = logits.to(torch.float64)
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        total = torch.logaddexp(total, torch.logsumexp(logits, dim=1))
+    return total
+
+
+def categorical_draws(view: PoolView, k: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """``k`` independent draws per row from ``softmax(logit)`` over the eligible items, with replacement.
+
+    Two passes over the pool: the log-partition, then inverse-CDF search of ``k`` sorted uniforms in the
+    running cumulative probabilities (float64). Returns ``(indices [B, k], log_probabilities [B, k])``.
+    """
+    log_z = log_partition(view)
+    targets = torch.rand(view.rows, k, generator=generator, device=view.device, dtype=torch.float64).sort(dim=1).values
+    chosen = torch.full((view.rows, k), -1, dtype=torch.long, device=view.device)
+    chosen_logit = torch.zeros(view.rows, k, dtype=torch.float64, device=view.device)
+    last_index = torch.full((view.rows,), -1, dtype=torch.long, device=view.device)
+    last_logit = torch.zeros(view.rows, dtype=torch.float64, device=view.device)
+    mass_before = torch.zeros(view.rows, 1, dtype=torch.float64, device=view.device)
+    for start in view.chunks():
+        stop, logits, mask = view.block(start)
+        logits = logits.to(torch.float64)
+        probabilities = torch.exp(logits - log_z.unsqueeze(1))
+        if mask is not None:
+            probabilities = probabilities.masked_fill(~mask, 0.0)
+        cumulative = mass_before + probabilities.cumsum(dim=1)
+        position = torch.searchsorted(cumulative, targets, right=True)
+        inside = (position < stop - start) & (chosen < 0)
+        position = position.clamp(max=stop - start - 1)
+        chosen = torch.where(inside, position + start, chosen)
+        chosen_logit = torch.where(inside, logits.gather(1, position), chosen_logit)
+        # Remember each row's last eligible item: draws lost to rounding at the very end land there.
+        eligible = probabilities > 0
+        has_any = eligible.any(dim=1)
+        last_in_chunk = (stop - start - 1) - eligible.flip(1).to(torch.int8).argmax(dim=1)
+        last_index = torch.where(has_any, last_in_chunk + start, last_index)
+        last_logit = torch.where(has_any, logits.gather(1, last_in_chunk.unsqueeze(1)).squeeze(1), last_logit)
+        mass_before = cumulative[:, -1:]
+    missing = chosen < 0
+    chosen = torch.where(missing, last_index.unsqueeze(1).expand_as(chosen), chosen)
+    chosen_logit = torch.where(missing, last_logit.unsqueeze(1).expand_as(chosen_logit), chosen_logit)
+    # Shuffle the k draws of each row so positions carry no order.
+    shuffle = torch.rand(view.rows, k, generator=generator, device=view.device).argsort(dim=1)
+    return chosen.gather(1, shuffle), (chosen_logit - log_z.unsqueeze(1)).gather(1, shuffle)
+
+
+def ranked_window(view: PoolView, lo: int, hi: int) -> tuple[Tensor, Tensor]:
+    """Items ranked ``lo .. hi-1`` (0 = highest logit) among each row's eligible items, exact and chunked.
+
+    Returns ``(indices [B, hi - lo], logits [B, hi - lo])``, best first; slots beyond a row's eligible count
+    hold ``-1`` and ``-inf``.
+    """
+    best_logits = torch.full((view.rows, hi), float("-inf"), device=view.device)
+    best_index = torch.full((view.rows, hi), -1, dtype=torch.long, device=view.device)
+    for start in view.chunks():
+        stop, logits, mask = view.block(start)
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        columns = torch.arange(start, stop, device=view.device).expand(view.rows, -1)
+        merged_logits = torch.cat([best_logits, logits.to(best_logits.dtype)], dim=1)
+        merged_index = torch.cat([best_index, columns], dim=1)
+        best_logits, order = merged_logits.topk(min(hi, merged_logits.shape[1]), dim=1)
+        best_index = merged_index.gather(1, order)
+        if best_logits.shape[1] < hi:  # the pool so far is smaller than hi
+            pad = hi - best_logits.shape[1]
+            best_logits = torch.cat([best_logits, best_logits.new_full((view.rows, pad), float("-inf"))], dim=1)
+            best_index = torch.cat([best_index, best_index.new_full((view.rows, pad), -1)], dim=1)
+    best_index = torch.where(torch.isneginf(best_logits), torch.full_like(best_index, -1), best_index)
+    return best_index[:, lo:hi], best_logits[:, lo:hi]
+
+
+def log_inclusion_probability(logits: Tensor, threshold: Tensor) -> Tensor:
+    """``log P(key_j > κ) = log(1 − exp(−exp(logit_j − κ)))`` for Gumbel keys (Kool et al. 2019, Eq. 8).
+
+    ``logits [B, k]`` of the chosen items (unnormalised, same shift as the keys), ``threshold [B]`` the
+    (k+1)-th key. A threshold of ``-inf`` (every eligible item chosen) gives probability 1.
+    """
+    gap = logits.to(torch.float64) - threshold.unsqueeze(1)
+    small = gap < -30.0  # 1 − exp(−e^a) = e^a (1 − e^a/2 + …): log ≈ a
+    safe_gap = torch.where(small, torch.zeros_like(gap), gap)
+    exact = torch.log(-torch.expm1(-torch.exp(safe_gap)))
+    return torch.where(small, gap, exact)
