@@ -1,6 +1,7 @@
 """Negatives as a component: pools beyond the batch, samplers, and the quality of what they return."""
 
 from negkit.negatives.pools import EmbeddingCache, Queue
+from negkit.negatives.report import NegativeReport, negative_report
 from negkit.negatives.samplers import (
     ClassConditionalSampler,
     HardnessSampler,
@@ -16,8 +17,10 @@ __all__ = [
     "GatheredNegatives",
     "HardnessSampler",
     "MinedSampler",
+    "NegativeReport",
     "NegativeSampler",
     "Negatives",
     "Queue",
     "UniformSampler",
+    "negative_report",
 ]
