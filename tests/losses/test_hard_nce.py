@@ -111,3 +111,24 @@ def test_all_labels_equal_is_an_error(beta):
     z1, z2 = randn(0, 4, 3), randn(1, 4, 3)
     with pytest.raises(ValueError, match=r"anchors \[0, 1, 2, 3, 4, 5, 6, 7\] have no negative"):
         hard_nce(z1, z2, torch.zeros(4, dtype=torch.long), beta=beta)
+
+
+def test_view_positives_use_only_the_other_view_against_other_class_negatives():
+    z1, z2 = randn(11, 5, 4), randn(12, 5, 4)
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    got = hard_nce(z1, z2, labels, beta=1.5, positives="view", reduction="none")
+    Z = torch.nn.functional.normalize(torch.cat([z1, z2]), dim=1)
+    logits = Z @ Z.T / 0.5
+    y = labels.repeat(2)
+    per_view = []
+    for i in range(10):
+        partner = (i + 5) % 10
+        negatives = [j for j in range(10) if y[j] != y[i]]
+        w = torch.exp(1.5 * logits[i, negatives])
+        tilted_mean = (w * torch.exp(logits[i, negatives])).sum() / w.sum()
+        pos = torch.exp(logits[i, partner])
+        per_view.append(-torch.log(pos / (pos + len(negatives) * tilted_mean)))
+    per_view = torch.stack(per_view)
+    torch.testing.assert_close(got, 0.5 * (per_view[:5] + per_view[5:]))
+    with pytest.raises(ValueError, match="positives must be 'label' or 'view'"):
+        hard_nce(z1, z2, labels, positives="all")

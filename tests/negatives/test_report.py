@@ -12,8 +12,17 @@ def test_report_matches_explicit_loops():
     anchor_labels, pool_labels = torch.arange(6) % 3, torch.arange(40) % 3
     ids = torch.arange(6)
     negatives = UniformSampler(7).sample(anchors, pool, anchor_ids=ids, pool_ids=torch.arange(40), generator=generator)
-    report = negative_report(anchors, pool, negatives, anchor_labels=anchor_labels, pool_labels=pool_labels,
-                             positives=positives, anchor_ids=ids, pool_ids=torch.arange(40), chunk_size=9)
+    report = negative_report(
+        anchors,
+        pool,
+        negatives,
+        anchor_labels=anchor_labels,
+        pool_labels=pool_labels,
+        positives=positives,
+        anchor_ids=ids,
+        pool_ids=torch.arange(40),
+        chunk_size=9,
+    )
     s = F.normalize(anchors, dim=1) @ F.normalize(pool, dim=1).T
     s_pos = (F.normalize(anchors, dim=1) * F.normalize(positives, dim=1)).sum(dim=1)
     same, above, percentiles = 0, 0, []

@@ -223,3 +223,16 @@ def test_random_choice_stays_in_the_window_and_gathering_feeds_info_nce():
     with pytest.raises(ValueError, match="already carries its log-weights"):
         info_nce(anchors, anchors, gathered, negative_log_weights=sampled.log_weights)
     assert isinstance(sampled, Negatives)
+
+
+def test_mined_fill_tops_up_rows_that_the_filters_starve():
+    generator = torch.Generator().manual_seed(5)
+    anchors, pool = torch.randn(8, 6, generator=generator), torch.randn(60, 6, generator=generator)
+    positives = -anchors  # every candidate scores above such a positive: the margin rejects them all
+    with pytest.raises(ValueError, match="pass fill='uniform'"):
+        MinedSampler(4, (0, 10), margin=0.0).sample(anchors, pool, positives=positives)
+    filled = MinedSampler(4, (0, 10), margin=0.0, fill="uniform").sample(
+        anchors, pool, positives=positives, anchor_ids=torch.arange(8), pool_ids=torch.arange(60), generator=generator
+    )
+    assert all(len(set(row)) == 4 for row in filled.indices.tolist())
+    assert bool((filled.indices != torch.arange(8).unsqueeze(1)).all())

@@ -5,24 +5,77 @@ from negkit.strategies import create_strategy, get_strategy, list_strategies, re
 from negkit.strategies.registry import StrategyLoss
 
 
+def bound(name: str, num_samples: int = 200, dim: int = 8, **params):
+    """A strategy ready to train: bound to a dataset of ``num_samples`` and refreshed with random projections."""
+    strategy = create_strategy(name, **params)
+    strategy.bind(num_samples, dim)
+    strategy.generator = torch.Generator().manual_seed(0)
+    strategy.refresh(
+        torch.randn(num_samples, dim, generator=torch.Generator().manual_seed(1)), torch.arange(num_samples) % 4
+    )
+    return strategy
+
+
 @pytest.mark.parametrize("name", list_strategies())
 def test_every_strategy_gives_a_finite_loss_and_gradient(name):
     z1 = torch.randn(16, 8, requires_grad=True)
     z2 = torch.randn(16, 8, requires_grad=True)
     labels = torch.arange(16) % 4
-    loss = create_strategy(name)(z1, z2, labels, torch.arange(16))
+    strategy = bound(name)
+    loss = strategy(z1, z2, labels, torch.arange(16))
     assert loss.dim() == 0 and torch.isfinite(loss)
     loss.backward()
     assert torch.isfinite(z1.grad).all() and z1.grad.abs().sum() > 0
+    assert 0.0 <= strategy.false_negative_rate(labels) <= 1.0
+    assert strategy.negative_sampler(16).k >= 1
 
 
 def test_labels_matter_only_for_supervised_strategies():
     z1, z2 = torch.randn(12, 8), torch.randn(12, 8)
     a, b = torch.arange(12) % 3, torch.arange(12) % 4
     for name in list_strategies():
-        strategy = create_strategy(name)
-        changed = not torch.equal(strategy(z1, z2, a, torch.arange(12)), strategy(z1, z2, b, torch.arange(12)))
+        # the same sampling draws for both label sets: only the labels differ
+        first, second = bound(name), bound(name)
+        changed = not torch.equal(first(z1, z2, a, torch.arange(12)), second(z1, z2, b, torch.arange(12)))
         assert changed == get_strategy(name).uses_labels, name
+
+
+@pytest.mark.parametrize("name", ["uniform-k", "class-k", "hard-k", "mined-k", "queue"])
+def test_beyond_batch_strategies_keep_their_state_in_state_dict(name):
+    strategy = bound(name, k=8) if name != "queue" else bound(name, size=32)
+    z = torch.randn(16, 8)
+    strategy(z, z + 0.1, torch.arange(16) % 4, torch.arange(16))
+    state = strategy.state_dict()
+    assert state, name
+    restored = create_strategy(name, **({"k": 8} if name != "queue" else {"size": 32}))
+    restored.bind(200, 8)
+    restored.load_state_dict(state)
+    for key, value in restored.state_dict().items():
+        assert torch.equal(value, state[key])
+
+
+def test_cached_strategies_never_use_the_anchor_as_its_own_negative_and_report_sampled_false_negatives():
+    strategy = bound("class-k", k=8)
+    labels = torch.arange(16) % 4
+    strategy(torch.randn(16, 8), torch.randn(16, 8), labels, torch.arange(16))
+    assert strategy.false_negative_rate(labels) == 0.0  # class-conditional: no same-label negatives
+    uniform = bound("uniform-k", k=50)
+    uniform(torch.randn(16, 8), torch.randn(16, 8), labels, torch.arange(16))
+    assert 0.1 < uniform.false_negative_rate(labels) < 0.4  # about 1/4 of the rows share the label
+
+
+def test_strategy_variants_parse_and_validate():
+    from negkit.strategies import parse_strategy_entry
+
+    assert parse_strategy_entry("uniform-k:k=16,in_batch=true,temperature=0.2") == (
+        "uniform-k",
+        {"k": 16, "in_batch": True, "temperature": 0.2},
+    )
+    assert parse_strategy_entry("mined-k:margin=none") == ("mined-k", {"margin": None})
+    with pytest.raises(ValueError, match="unknown parameter beta; valid"):
+        parse_strategy_entry("uniform-k:beta=2")
+    with pytest.raises(ValueError, match="expected key=value"):
+        parse_strategy_entry("uniform-k:16")
 
 
 def test_parameters_and_errors():

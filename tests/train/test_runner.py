@@ -106,3 +106,36 @@ def test_a_crash_while_writing_keeps_the_previous_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert io.load_torch(target) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left behind
+
+
+def test_beyond_batch_strategies_resume_to_the_same_metrics(tmp_path, tiny_config):
+    """The cache and the queue live in the strategy's state_dict, so a killed run resumes exactly."""
+    config = tiny_config.model_copy(update={"strategies": ["uniform-k:k=8", "queue:size=64", "mined-k:k=4,window=16"]})
+    whole = run_experiment(*prepare_run_dir(tmp_path / "whole", config))
+    paths, _ = prepare_run_dir(tmp_path / "killed", config)
+
+    def kill(record):
+        if (record["strategy"], record["epoch"]) == ("queue:size=64", 2):
+            raise KilledError
+
+    with pytest.raises(KilledError):
+        run_experiment(paths, config, on_epoch_end=kill)
+    resumed = run_experiment(*prepare_run_dir(tmp_path / "killed", None, resume=True))
+    assert comparable(resumed) == comparable(whole)
+
+
+def test_variants_negative_reports_and_diagnostics_reach_the_report(tmp_path, tiny_config):
+    from negkit.report import write_report
+
+    config = tiny_config.model_copy(update={"strategies": ["uniform-k:k=2", "uniform-k:k=8", "hucl"]})
+    paths, config = prepare_run_dir(tmp_path / "run", config)
+    metrics = run_experiment(paths, config)
+    report = metrics["strategies"]["uniform-k:k=8"]["negatives"]
+    assert set(report) >= {"false_negative_rate", "rank_histogram", "above_positive", "sampler"}
+    assert "UniformSampler" in report["sampler"]
+    history = read_json(paths.result("hucl"))["history"]
+    assert set(history[-1]["diagnostics"]) == {"ucl", "scl", "hucl", "hscl"}
+    text = write_report(paths.root).read_text()
+    for section in ("## Negatives", "plots/k_sweep.png", "plots/negative_ranks.png", "plots/diagnostics_hucl.png"):
+        assert section in text
+    assert (paths.root / "plots" / "k_sweep.png").exists()

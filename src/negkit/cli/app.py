@@ -129,6 +129,22 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A finished run folder."
 
 
 @app.command()
+def evidence(
+    name: Annotated[str, typer.Argument(help="Which evidence: negatives.")],
+    document: Annotated[Path, typer.Option(help="The results document to update.")] = Path("docs/results.md"),
+    runs: Annotated[Path, typer.Option(help="Folder for the runs behind it.")] = Path("runs/evidence"),
+    quick: Annotated[bool, typer.Option("--quick", help="A few epochs and one seed: a smoke test.")] = False,
+) -> None:
+    """Run the experiments behind a section of docs/results.md and rewrite that section."""
+    from negkit.evidence import EVIDENCE, update_section
+
+    if name not in EVIDENCE:
+        _fail(f"unknown evidence {name!r}; choose from: {', '.join(sorted(EVIDENCE))}")
+    body = EVIDENCE[name](runs, document.parent / "figures", quick=quick, progress=console.print)
+    console.print(f"updated [bold]{update_section(document, name, body)}[/]")
+
+
+@app.command()
 def strategies() -> None:
     """List the registered strategies and their parameters."""
     from negkit.strategies import get_strategy, list_strategies

@@ -7,6 +7,7 @@ rank among all the anchor's eligible pool rows (0 = the most similar row).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 
 import torch
@@ -66,7 +67,9 @@ def negative_report(
     check_tensor("pool", pool, 2)
     indices = negatives.indices if isinstance(negatives, Negatives) else negatives
     if indices.dim() != 2 or indices.shape[0] != anchors.shape[0]:
-        raise ValueError(f"negatives must index the pool with shape [{anchors.shape[0]}, K], got {tuple(indices.shape)}")
+        raise ValueError(
+            f"negatives must index the pool with shape [{anchors.shape[0]}, K], got {tuple(indices.shape)}"
+        )
     a = F.normalize(anchors.detach().float(), dim=1)
     p = F.normalize(pool.detach().float(), dim=1)
     # Gather each negative's similarity from the same chunked products used for the ranks, so that a negative is
@@ -103,7 +106,7 @@ def negative_report(
             higher[block] += beats.sum(dim=2)
     percentile = higher.double() / (eligible.unsqueeze(1).double() - 1).clamp(min=1)
     histogram = {}
-    for lo, hi in zip(RANK_EDGES[:-1], RANK_EDGES[1:], strict=True):
+    for lo, hi in itertools.pairwise(RANK_EDGES):
         inside = (percentile >= lo) & ((percentile < hi) if hi < 1.0 else (percentile <= hi))
         histogram[f"{lo:g}-{hi:g}"] = float(inside.double().mean())
     quantiles = torch.quantile(negative_sims.flatten().double(), torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))

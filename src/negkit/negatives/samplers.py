@@ -219,6 +219,9 @@ class MinedSampler(NegativeSampler):
       (NV-Retriever's TopK-PercPos filter, Moreira et al. 2024).
 
     From the window, ``choose="top"`` keeps the ``k`` best, ``choose="random"`` draws ``k`` uniformly.
+    An anchor left with fewer than ``k`` rows in its window is an error with ``fill="error"``; with
+    ``fill="uniform"`` its missing slots are drawn uniformly from the rows that pass the id and label filters
+    (not the margin), which keeps training going early on, when the margin can reject almost everything.
     The search is an exact chunked top-k, or faiss (``backend="faiss"``; ``"auto"`` uses faiss for pools of
     ``faiss_threshold`` rows or more when it is installed). Mined negatives are a deterministic, biased choice:
     ``log_weights`` is ``None``.
@@ -232,6 +235,7 @@ class MinedSampler(NegativeSampler):
         *,
         relative_margin: float | None = None,
         choose: str = "top",
+        fill: str = "error",
         backend: str = "auto",
         faiss_threshold: int = 100_000,
         similarity: str = "cosine",
@@ -245,6 +249,8 @@ class MinedSampler(NegativeSampler):
             raise ValueError(f"rank_window {rank_window} holds {hi - lo} ranks, fewer than k = {self.k}")
         if choose not in ("top", "random"):
             raise ValueError(f"choose must be 'top' or 'random', got {choose!r}")
+        if fill not in ("error", "uniform"):
+            raise ValueError(f"fill must be 'error' or 'uniform', got {fill!r}")
         if backend not in ("auto", "exact", "faiss"):
             raise ValueError(f"backend must be 'auto', 'exact' or 'faiss', got {backend!r}")
         self.rank_window = (lo, hi)
@@ -252,7 +258,7 @@ class MinedSampler(NegativeSampler):
         self.relative_margin = (
             None if relative_margin is None else check_finite_scalar("relative_margin", relative_margin, low=0.0)
         )
-        self.choose, self.backend, self.faiss_threshold = choose, backend, faiss_threshold
+        self.choose, self.fill, self.backend, self.faiss_threshold = choose, fill, backend, faiss_threshold
 
     def _drops_same_label(self, anchor_labels: Tensor | None, pool_labels: Tensor | None) -> bool:
         return anchor_labels is not None and pool_labels is not None
@@ -297,16 +303,44 @@ class MinedSampler(NegativeSampler):
         available = (indices >= 0).sum(dim=1)
         short = available < self.k
         if bool(short.any()):
-            raise ValueError(
-                f"k = {self.k} is larger than the eligible rows in rank window {self.rank_window} of anchors "
-                f"{format_rows(short)} (as few as {int(available[short].min())}); widen the window, relax the "
-                "filters or lower k"
-            )
+            if self.fill == "error":
+                raise ValueError(
+                    f"k = {self.k} is larger than the eligible rows in rank window {self.rank_window} of anchors "
+                    f"{format_rows(short)} (as few as {int(available[short].min())}); widen the window, relax the "
+                    "filters, lower k or pass fill='uniform'"
+                )
+            indices = self._top_up(view, indices, short, generator)
         if self.choose == "top":
             return Negatives(indices[:, : self.k], None)
         keys = torch.rand(indices.shape, generator=generator, device=indices.device).masked_fill(indices < 0, -1.0)
         picked = keys.topk(self.k, dim=1).indices
         return Negatives(indices.gather(1, picked), None)
+
+    def _top_up(self, view: PoolView, indices: Tensor, short: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Fill the empty window slots of ``short`` rows with uniform draws that pass the id and label filters."""
+        rows = torch.nonzero(short).flatten()
+        base = view.eligibility
+        eligibility = Eligibility(
+            anchor_ids=None if base.anchor_ids is None else base.anchor_ids[rows],
+            pool_ids=base.pool_ids,
+            anchor_labels=None if base.anchor_labels is None else base.anchor_labels[rows],
+            pool_labels=base.pool_labels,
+            drop_same_label=base.drop_same_label,
+        )
+        sub = PoolView(len(rows), view.size, None, eligibility, view.device, view.chunk_size)
+        counts = count_eligible(sub)
+        if bool((counts < self.k).any()):
+            raise ValueError(f"k = {self.k} is larger than the rows passing the id/label filters of some anchors")
+        draws, _, _ = perturbed_top_k(sub, min(int(counts.min()), 2 * self.k), generator)
+        filled = indices[rows]
+        for position, row in enumerate(filled):
+            have = row[row >= 0]
+            extra = [int(j) for j in draws[position] if int(j) not in set(have.tolist())]
+            need = self.k - len(have)
+            row[len(have) : len(have) + need] = torch.tensor(extra[:need], dtype=row.dtype)
+        indices = indices.clone()
+        indices[rows] = filled
+        return indices
 
     def _faiss_window(self, view: PoolView, lo: int, hi: int) -> tuple[Tensor, Tensor]:
         """Top ``hi`` eligible rows per anchor with faiss (exact inner-product index), filters applied after

@@ -9,6 +9,8 @@ from typing import Any
 from negkit.io import load_torch, read_json, write_text
 from negkit.report import plots
 
+PROBE = 512  # anchors in the negative probe (negkit.train.runner.PROBE_SIZE)
+
 COLUMNS = (
     ("knn_acc", "kNN acc", "{:.4f}"),
     ("linear_acc", "linear acc", "{:.4f}"),
@@ -38,6 +40,35 @@ def results_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def negatives_table(strategies: dict[str, dict[str, Any]]) -> str:
+    """One row per strategy: the negative report of its negative distribution at the end of training."""
+    lines = [
+        "| strategy | FN rate | neg. sim median | pos. sim | neg ≥ pos | rank pct median | top-1 % | top-5 % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, values in strategies.items():
+        r = values.get("negatives")
+        if not r:
+            continue
+        hist = r["rank_histogram"]
+        lines.append(
+            f"| {name} | {r['false_negative_rate']:.3f} | {r['negative_similarity']['median']:.3f} | "
+            f"{r['positive_similarity']:.3f} | {r['above_positive']:.3f} | {r['rank_percentile_median']:.3f} | "
+            f"{hist['0-0.01']:.3f} | {hist['0-0.01'] + hist['0.01-0.05']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def k_sweep_points(strategies: dict[str, dict[str, Any]]) -> dict[str, list[tuple[float, float, float]]]:
+    """Strategies run at two or more values of ``k``, as ``{name: [(k, knn_acc, linear_acc), ...]}``."""
+    points: dict[str, list[tuple[float, float, float]]] = {}
+    for values in strategies.values():
+        k = values.get("params", {}).get("k")
+        if k is not None:
+            points.setdefault(values.get("strategy", "?"), []).append((k, values["knn_acc"], values["linear_acc"]))
+    return {name: p for name, p in points.items() if len({k for k, _, _ in p}) > 1}
+
+
 def _read_history(path: Path) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
@@ -57,6 +88,28 @@ def write_report(run_dir: str | Path) -> Path:
     plots.training_curves(_read_history(root / "history.csv"), plot_dir / "curves.png")
     plots.accuracy_bars(strategies, raw, plot_dir / "accuracy.png")
     plots.alignment_uniformity(strategies, plot_dir / "alignment_uniformity.png")
+    extra_sections = []
+    reports = {name: v["negatives"] for name, v in strategies.items() if v.get("negatives")}
+    if reports:
+        plots.rank_histograms(reports, plot_dir / "negative_ranks.png")
+        extra_sections.append(
+            "## Negatives\n\nWhat each strategy's negative distribution returns at the end of training, measured on "
+            f"{PROBE} training anchors against the projections of the whole training set: the false-negative rate "
+            "(share of negatives with the anchor's label), the similarity of negatives and of the positive, the "
+            "share of negatives at least as similar as the positive, and how hard they are (rank percentile among "
+            "the anchor's eligible rows; top-1 % = share among the 1 % most similar).\n\n"
+            f"{negatives_table(strategies)}\n\n![hardness of the negatives](plots/negative_ranks.png)"
+        )
+    sweep = k_sweep_points(strategies)
+    if sweep:
+        plots.k_sweep(sweep, plot_dir / "k_sweep.png")
+        extra_sections.append("## Accuracy vs the number of negatives K\n\n![accuracy vs K](plots/k_sweep.png)")
+    saved = {name: read_json(root / "results" / f"{name}.json") for name in strategies}
+    for name, result in saved.items():
+        if any(row.get("diagnostics") for row in result["history"]):
+            figure = plot_dir / f"diagnostics_{name}.png"
+            plots.diagnostic_curves(result["history"], name, figure)
+            extra_sections.append(f"## Diagnostics of {name}\n\n![diagnostics of {name}](plots/{figure.name})")
     embedding = load_torch(root / "embeddings" / f"{best}.pt")
     plots.projection(
         embedding["features"], embedding["labels"], f"{best}: test features (PCA)", plot_dir / "projection.png"
@@ -100,4 +153,6 @@ Strategy parameters: {params}.
 
 ![projection of the best embedding](plots/projection.png)
 """
+    if extra_sections:
+        text += "\n" + "\n\n".join(extra_sections) + "\n"
     return write_text(root / "report.md", text)

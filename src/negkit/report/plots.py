@@ -81,3 +81,48 @@ def projection(features: torch.Tensor, labels: torch.Tensor, title: str, path: P
     axes.legend(*scatter.legend_elements(), fontsize=7, title="class", loc="best", markerscale=0.8)
     axes.set(title=title, xlabel="PC 1", ylabel="PC 2")
     return save_figure(figure, path)
+
+
+def k_sweep(points: dict[str, list[tuple[float, float, float]]], path: Path) -> Path:
+    """Accuracy against the number of negatives K: ``points[strategy] = [(k, knn_acc, linear_acc), ...]``."""
+    figure, (knn_axes, linear_axes) = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    for name, values in points.items():
+        values = sorted(values)
+        ks = [v[0] for v in values]
+        knn_axes.plot(ks, [v[1] for v in values], marker="o", label=name)
+        linear_axes.plot(ks, [v[2] for v in values], marker="o", label=name)
+    for axes, what in ((knn_axes, "kNN"), (linear_axes, "linear probe")):
+        axes.set_xscale("log", base=2)
+        axes.set(xlabel="negatives per anchor K", ylabel=f"{what} accuracy (test)", title=f"{what} accuracy vs K")
+    knn_axes.legend(fontsize=8)
+    return save_figure(figure, path)
+
+
+def rank_histograms(reports: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Share of sampled negatives per hardness-rank bin (rank percentile among the eligible pool)."""
+    names = list(reports)
+    bins = list(next(iter(reports.values()))["rank_histogram"])
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.9 * len(bins) + 3), 4))
+    width = 0.8 / max(1, len(names))
+    for offset, name in enumerate(names):
+        shares = [reports[name]["rank_histogram"][b] for b in bins]
+        axes.bar([i + offset * width for i in range(len(bins))], shares, width=width, label=name)
+    axes.set_xticks([i + 0.4 - width / 2 for i in range(len(bins))], bins, rotation=20)
+    axes.set(
+        xlabel="rank percentile among the anchor's eligible pool (0 = most similar)",
+        ylabel="share of negatives",
+        title="how hard are the sampled negatives",
+    )
+    axes.legend(fontsize=7)
+    return save_figure(figure, path)
+
+
+def diagnostic_curves(history: list[dict[str, Any]], strategy: str, path: Path) -> Path:
+    """Per-epoch diagnostics of one strategy (e.g. the four losses logged during an H-UCL run)."""
+    rows = [row for row in history if row.get("diagnostics")]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for key in rows[0]["diagnostics"]:
+        axes.plot([row["epoch"] for row in rows], [row["diagnostics"][key] for row in rows], label=key)
+    axes.set(xlabel="epoch", ylabel="loss on the probe batch", title=f"losses measured while training {strategy}")
+    axes.legend(fontsize=8)
+    return save_figure(figure, path)

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from negkit.losses import dcl, hard_nce, info_nce, sup_con
+from negkit.negatives import HardnessSampler, NegativeSampler
 from negkit.strategies.registry import StrategyLoss, register_strategy
 
 
@@ -50,6 +51,22 @@ class HUCL(StrategyLoss):
     def forward(self, z1: Tensor, z2: Tensor, labels: Tensor, index: Tensor) -> Tensor:
         return hard_nce(z1, z2, temperature=self.temperature, beta=self.beta, tau_plus=self.tau_plus)
 
+    def negative_sampler(self, batch_size: int) -> NegativeSampler:
+        # HCL weights negatives by exp(beta * s / T): the same tilt as sampling with beta / T on the cosine.
+        return HardnessSampler(batch_size - 1, self.beta / self.temperature)
+
+    @torch.no_grad()
+    def diagnostics(self, z1: Tensor, z2: Tensor, labels: Tensor) -> dict[str, float]:
+        """The four losses of Jiang et al.'s check of L_H-SCL <= L_H-UCL, as their verification script logs
+        them while training with H-UCL: weights detached, the other view as the only positive."""
+        common = dict(temperature=self.temperature, detach_weights=True)
+        return {
+            "ucl": float(hard_nce(z1, z2, beta=0.0, **common)),
+            "hucl": float(hard_nce(z1, z2, beta=self.beta, **common)),
+            "scl": float(hard_nce(z1, z2, labels, beta=0.0, positives="view", **common)),
+            "hscl": float(hard_nce(z1, z2, labels, beta=self.beta, positives="view", **common)),
+        }
+
 
 @register_strategy("supcon", "supervised contrastive loss L_out over both views", uses_labels=True)
 class SupConStrategy(StrategyLoss):
@@ -73,3 +90,6 @@ class HSCL(StrategyLoss):
 
     def forward(self, z1: Tensor, z2: Tensor, labels: Tensor, index: Tensor) -> Tensor:
         return hard_nce(z1, z2, labels, temperature=self.temperature, beta=self.beta)
+
+    def negative_sampler(self, batch_size: int) -> NegativeSampler:
+        return HardnessSampler(batch_size - 1, self.beta / self.temperature, class_conditional=True)

@@ -19,26 +19,57 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from negkit.metrics import in_batch_false_negative_rate
+from negkit.negatives import ClassConditionalSampler, NegativeSampler, UniformSampler
 
 
 class StrategyLoss(nn.Module):
     """Base class of strategy modules.
 
-    ``masks_same_label_negatives`` says whether the labels remove same-class rows from the negatives; it
-    decides the false-negative rate reported for the in-batch negatives this strategy sees.
+    The runner drives a strategy through a few hooks, all optional:
+
+    * ``bind(num_samples, dim)`` once before training (and before a checkpoint is loaded): allocate
+      dataset-wide state (caches) now that the dataset size and embedding width are known;
+    * ``refresh(projections, labels)`` at the start of every epoch when ``needs_refresh`` is True, with the
+      current projections of the whole training set (Sample4Geo-style re-mining);
+    * ``generator``: the runner's checkpointed random generator, for any sampling the strategy does;
+    * ``negative_sampler(batch_size)``: the distribution its negatives are drawn from, for the negative report;
+    * ``diagnostics(z1, z2, labels)``: extra per-epoch numbers measured on a fixed probe batch.
     """
 
+    needs_refresh: bool = False
+    #: whether the labels remove same-class rows from the negatives (for the reported false-negative rate)
     masks_same_label_negatives: bool = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generator: torch.Generator | None = None
 
     def forward(self, z1: Tensor, z2: Tensor, labels: Tensor, index: Tensor) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def bind(self, num_samples: int, dim: int) -> None:
+        """Allocate state that depends on the dataset size or the embedding width."""
+
+    @torch.no_grad()
+    def refresh(self, projections: Tensor, labels: Tensor) -> None:
+        """Receive the projections ``[N, dim]`` of the whole training set (only if ``needs_refresh``)."""
+
     def false_negative_rate(self, labels: Tensor) -> float:
-        """Share of this batch's in-batch negatives that have the anchor's label."""
+        """Share of this batch's negatives that have the anchor's label (in-batch negatives by default)."""
         return 0.0 if self.masks_same_label_negatives else in_batch_false_negative_rate(labels)
+
+    def negative_sampler(self, batch_size: int) -> NegativeSampler:
+        """A sampler with the distribution of this strategy's negatives (in-batch: ``batch_size − 1`` rows)."""
+        if self.masks_same_label_negatives:
+            return ClassConditionalSampler(batch_size - 1)
+        return UniformSampler(batch_size - 1)
+
+    def diagnostics(self, z1: Tensor, z2: Tensor, labels: Tensor) -> dict[str, float]:
+        return {}
 
 
 @dataclass(frozen=True)
@@ -93,3 +124,35 @@ def get_strategy(name: str) -> StrategySpec:
 
 def create_strategy(name: str, **params: Any) -> StrategyLoss:
     return get_strategy(name).build(**params)
+
+
+def _parse_value(text: str) -> bool | int | float | str | None:
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_strategy_entry(entry: str) -> tuple[str, dict[str, Any]]:
+    """Split ``"name"`` or ``"name:key=value,key=value"`` (a variant, e.g. ``"uniform-k:k=16"``) into the
+    registered name and its inline parameters; both are validated."""
+    name, _, rest = entry.partition(":")
+    spec = get_strategy(name.strip())
+    params: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"strategy variant {entry!r}: expected key=value, got {item!r}")
+        params[key.strip()] = _parse_value(value)
+    unknown = sorted(set(params) - set(spec.defaults()))
+    if unknown:
+        valid = ", ".join(sorted(spec.defaults())) or "none"
+        raise ValueError(f"strategy variant {entry!r}: unknown parameter {', '.join(unknown)}; valid: {valid}")
+    return spec.name, params

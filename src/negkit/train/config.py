@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from negkit.data import list_datasets
-from negkit.strategies import get_strategy, list_strategies
+from negkit.strategies import get_strategy, list_strategies, parse_strategy_entry
 
 Scalar = bool | int | float | str | None
 
@@ -54,6 +54,7 @@ class RunConfig(_Strict):
     dataset: str = "mnist5000"
     dataset_options: dict[str, Scalar] = Field(default_factory=dict)
     seed: int = 0
+    #: registered names, or variants with inline parameters such as ``"uniform-k:k=16"`` (each its own run)
     strategies: list[str] = Field(default_factory=lambda: ["simclr", "dcl", "hucl", "scl", "supcon", "hscl"])
     strategy_params: dict[str, dict[str, Scalar]] = Field(default_factory=dict)
     train: TrainSettings = Field(default_factory=TrainSettings)
@@ -72,9 +73,11 @@ class RunConfig(_Strict):
     def _known_strategies(cls, names: list[str]) -> list[str]:
         if not names:
             raise ValueError("strategies must name at least one strategy")
-        unknown = [n for n in names if n not in list_strategies()]
+        unknown = [n for n in names if n.partition(":")[0].strip() not in list_strategies()]
         if unknown:
             raise ValueError(f"unknown strategy {', '.join(unknown)}; choose from: {', '.join(list_strategies())}")
+        for entry in names:
+            parse_strategy_entry(entry)
         if len(set(names)) != len(names):
             raise ValueError(f"strategies lists a name twice: {names}")
         return names
@@ -89,8 +92,10 @@ class RunConfig(_Strict):
                 raise ValueError(f"strategy_params.{name}: unknown parameter {', '.join(unknown)}; valid: {valid}")
         return self
 
-    def params_for(self, strategy: str) -> dict[str, Scalar]:
-        return dict(self.strategy_params.get(strategy, {}))
+    def params_for(self, entry: str) -> dict[str, Scalar]:
+        """Parameters of a strategy entry: ``strategy_params[name]`` overridden by the entry's inline ones."""
+        name, inline = parse_strategy_entry(entry)
+        return {**self.strategy_params.get(name, {}), **inline}
 
 
 class ConfigError(ValueError):

@@ -35,7 +35,8 @@ from negkit.metrics import (
     tolerance,
     uniformity,
 )
-from negkit.strategies import create_strategy, get_strategy
+from negkit.negatives import negative_report
+from negkit.strategies import StrategyLoss, create_strategy, get_strategy, parse_strategy_entry
 from negkit.train.config import RunConfig, build_config
 from negkit.train.encoders import ContrastiveModel, build_model
 from negkit.train.schedule import warmup_cosine
@@ -97,13 +98,56 @@ def prepare_run_dir(
 
 
 @torch.no_grad()
-def embed(model: ContrastiveModel, x: Tensor, batch_size: int = 1024) -> Tensor:
-    """Backbone features ``[N, feature_dim]`` in eval mode."""
+def embed(model: ContrastiveModel, x: Tensor, batch_size: int = 1024, *, projection: bool = False) -> Tensor:
+    """Backbone features ``[N, feature_dim]`` (or head outputs with ``projection``) in eval mode."""
     was_training = model.training
     model.eval()
-    features = torch.cat([model.features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    encode = model if projection else model.features
+    features = torch.cat([encode(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     model.train(was_training)
     return features
+
+
+PROBE_SIZE = 512
+
+
+def probe_views(data: DatasetSplits, views: ViewConfig, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A fixed probe batch (the first ``PROBE_SIZE`` training samples) and two seeded views of it."""
+    x, y = data.train_x[:PROBE_SIZE], data.train_y[:PROBE_SIZE]
+    generator = torch.Generator().manual_seed(seed)
+    return random_views(x, views, generator), random_views(x, views, generator), y, torch.arange(len(x))
+
+
+def probe_negatives(
+    model: ContrastiveModel, strategy: StrategyLoss, data: DatasetSplits, views: ViewConfig, batch_size: int, seed: int
+) -> dict[str, Any]:
+    """The negative report of a strategy at the end of training: its negative distribution applied to the probe
+    anchors against the projections of the whole training set."""
+    view_a, view_b, labels, ids = probe_views(data, views, seed)
+    anchors, positives = embed(model, view_a, projection=True), embed(model, view_b, projection=True)
+    pool = embed(model, data.train_x, projection=True)
+    sampler = strategy.negative_sampler(batch_size)
+    negatives = sampler.sample(
+        anchors,
+        pool,
+        anchor_labels=labels,
+        pool_labels=data.train_y,
+        anchor_ids=ids,
+        pool_ids=torch.arange(len(pool)),
+        positives=positives,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    report = negative_report(
+        anchors,
+        pool,
+        negatives,
+        anchor_labels=labels,
+        pool_labels=data.train_y,
+        positives=positives,
+        anchor_ids=ids,
+        pool_ids=torch.arange(len(pool)),
+    )
+    return {"sampler": repr(sampler), **report.as_dict()}
 
 
 def evaluate_embedding(
@@ -165,7 +209,8 @@ def train_strategy(
         hidden_dim=settings.hidden_dim,
         projection_dim=settings.projection_dim,
     )
-    strategy = create_strategy(name, **config.params_for(name))
+    strategy = create_strategy(parse_strategy_entry(name)[0], **config.params_for(name))
+    strategy.bind(len(data.train_x), settings.projection_dim)
     optimizer = torch.optim.AdamW(
         list(model.parameters()) + list(strategy.parameters()), lr=settings.lr, weight_decay=settings.weight_decay
     )
@@ -175,6 +220,7 @@ def train_strategy(
     scheduler = warmup_cosine(optimizer, settings.epochs * steps_per_epoch, settings.warmup_epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(config.seed)
     views = ViewConfig(**config.views.model_dump())
+    strategy.generator = generator
     history: list[dict[str, Any]] = []
     start_epoch = 0
 
@@ -191,6 +237,8 @@ def train_strategy(
     for epoch in range(start_epoch, settings.epochs):
         model.train()
         started = time.perf_counter()
+        if strategy.needs_refresh:
+            strategy.refresh(embed(model, data.train_x, projection=True), data.train_y)
         loss_sum, fnr_sum, steps = 0.0, 0.0, 0
         lr = optimizer.param_groups[0]["lr"]
         for x, y, index in iterate_batches(dataset, batch_size, generator):
@@ -222,6 +270,13 @@ def train_strategy(
             "knn_acc": knn,
             "seconds": seconds,
         }
+        probe_a, probe_b, probe_labels, _ = probe_views(data, views, config.seed + 7)
+        with torch.no_grad():
+            diagnostics = strategy.diagnostics(
+                embed(model, probe_a, projection=True), embed(model, probe_b, projection=True), probe_labels
+            )
+        if diagnostics:
+            record["diagnostics"] = diagnostics
         history.append(record)
         save_torch(
             checkpoint_path,
@@ -246,11 +301,14 @@ def train_strategy(
         train_features, data.train_y, test_features, data.test_y, config, positive_pairs=(view_a, view_b)
     )
     metrics["false_negative_rate"] = sum(r["false_negative_rate"] for r in history) / len(history)
+    metrics["negatives"] = probe_negatives(model, strategy, data, views, batch_size, config.seed + 11)
     metrics["train_seconds"] = sum(r["seconds"] for r in history)
     metrics["final_loss"] = history[-1]["loss"]
-    metrics["description"] = get_strategy(name).description
-    metrics["uses_labels"] = get_strategy(name).uses_labels
-    metrics["params"] = {**get_strategy(name).defaults(), **config.params_for(name)}
+    spec = get_strategy(parse_strategy_entry(name)[0])
+    metrics["strategy"] = spec.name
+    metrics["description"] = spec.description
+    metrics["uses_labels"] = spec.uses_labels
+    metrics["params"] = {**spec.defaults(), **config.params_for(name)}
     save_torch(paths.embedding(name), {"features": test_features, "labels": data.test_y})
     write_json(paths.result(name), {"metrics": metrics, "history": history})
     return metrics

@@ -63,6 +63,7 @@ def hard_nce(
     beta: float = 1.0,
     tau_plus: float = 0.0,
     detach_weights: bool = False,
+    positives: str = "label",
     reduction: str = "mean",
 ) -> Tensor:
     """Hard-negative contrastive loss: H-UCL without labels, H-SCL with labels.
@@ -85,7 +86,9 @@ def hard_nce(
 
         ℓ_ip = −log( e^{l_ip} / (e^{l_ip} + n_i · Σ_{j∈N(i)} e^{β l_ij} e^{l_ij} / Σ_{j∈N(i)} e^{β l_ij}) )
 
-    and ``"mean"`` averages over all (anchor, positive) pairs, as the reference code does; ``"none"``
+    With ``positives="view"`` only the other view is a positive (the negatives stay the other classes): the
+    form the paper's verification script logs to check ``L_H-SCL ≤ L_H-UCL``.
+    ``"mean"`` averages over all (anchor, positive) pairs, as the reference code does; ``"none"``
     gives each sample's mean over its pairs (both views), so ``"mean"`` is the pair-count-weighted mean
     of ``"none"``. With labels the negatives are known, so ``tau_plus`` must be 0.
 
@@ -96,6 +99,7 @@ def hard_nce(
         beta: hardness β ≥ 0; it multiplies the logit, so the tilt on the cosine is β/T.
         tau_plus: class prior τ⁺ ∈ [0, 1) for debiasing (H-UCL only).
         detach_weights: stop the gradient through the importance weights (the reference codes do not).
+        positives: with labels, ``"label"`` (every same-class row) or ``"view"`` (the other view only).
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (``[B]``).
 
     Raises:
@@ -106,6 +110,8 @@ def hard_nce(
     tau_plus = check_finite_scalar("tau_plus", tau_plus, low=0.0, high=1.0, high_inclusive=False)
     check_reduction(reduction)
     check_two_views(z1, z2)
+    if positives not in ("label", "view"):
+        raise ValueError(f"positives must be 'label' or 'view', got {positives!r}")
     if labels is not None:
         labels = check_labels("labels", labels, z1.shape[0], z1.device)
         if tau_plus > 0:
@@ -113,14 +119,15 @@ def hard_nce(
     pairs = view_pair_logits(z1, z2, temperature)
     logits = pairs.logits
     rows_index = torch.arange(logits.shape[0], device=z1.device)
+    partner_mask = torch.zeros_like(pairs.not_self)
+    partner_mask[rows_index, pairs.partner] = True
     if labels is None:
-        positive_mask = torch.zeros_like(pairs.not_self)
-        positive_mask[rows_index, pairs.partner] = True
+        positive_mask = partner_mask
         negative_mask = pairs.not_self & ~positive_mask
     else:
         view_labels = torch.cat([labels, labels])
         same = view_labels.unsqueeze(0) == view_labels.unsqueeze(1)
-        positive_mask = same & pairs.not_self
+        positive_mask = same & pairs.not_self if positives == "label" else partner_mask
         negative_mask = ~same
 
     log_weights = hardness_log_weights(logits, negative_mask, beta)

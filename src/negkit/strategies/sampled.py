@@ -1,0 +1,176 @@
+"""Strategies whose negatives come from beyond the batch: sampled from a dataset-wide cache, or a queue.
+
+The cache holds one projection per training sample. It is refreshed with the current model at the start of
+every epoch and the rows of each batch are overwritten with their new (detached) projections after every step,
+so a row is at most one epoch old. Negatives taken from it carry no gradient (as in MoCo's queue): the
+loss trains the anchors against them. The anchor's own row (its other view, one step old) is never a negative.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from negkit.losses import info_nce
+from negkit.metrics import false_negative_rate, in_batch_false_negative_rate
+from negkit.negatives import (
+    ClassConditionalSampler,
+    EmbeddingCache,
+    HardnessSampler,
+    MinedSampler,
+    NegativeSampler,
+    Queue,
+    UniformSampler,
+)
+from negkit.strategies.registry import StrategyLoss, register_strategy
+
+
+class CachedNegatives(StrategyLoss):
+    """InfoNCE of ``z1`` against ``z2`` with ``k`` negatives per anchor sampled from the dataset cache.
+
+    ``in_batch`` also keeps the other positives of the batch as negatives; ``importance_weights`` passes the
+    sampler's log-weights to the loss (an estimate of the InfoNCE over the whole dataset instead of the loss on
+    the sampled distribution).
+    """
+
+    needs_refresh = True
+    uses_labels = False
+
+    def __init__(self, k: int, temperature: float, in_batch: bool, importance_weights: bool) -> None:
+        super().__init__()
+        self.k, self.temperature = int(k), temperature
+        self.in_batch, self.importance_weights = in_batch, importance_weights
+        self.cache: EmbeddingCache | None = None
+        self._last_fnr = 0.0
+
+    def sampler(self) -> NegativeSampler:
+        raise NotImplementedError
+
+    def bind(self, num_samples: int, dim: int) -> None:
+        self.cache = EmbeddingCache(num_samples, dim)
+
+    @torch.no_grad()
+    def refresh(self, projections: Tensor, labels: Tensor) -> None:
+        self.cache.update(torch.arange(len(projections)), projections, labels)
+
+    def forward(self, z1: Tensor, z2: Tensor, labels: Tensor, index: Tensor) -> Tensor:
+        cache = self.cache
+        negatives = self.sampler().sample(
+            z1,
+            cache.table,
+            anchor_labels=labels if self.uses_labels else None,
+            pool_labels=cache.labels if self.uses_labels else None,
+            anchor_ids=index,
+            pool_ids=torch.arange(cache.num_samples),
+            positives=z2,
+            generator=self.generator,
+        )
+        self._last_fnr = false_negative_rate(labels, cache.labels[negatives.indices])
+        gathered = negatives.gather(cache.table)
+        if not self.importance_weights or gathered.log_weights is None:
+            gathered = gathered._replace(log_weights=None)
+        loss = info_nce(z1, z2, gathered, temperature=self.temperature, in_batch_negatives=self.in_batch)
+        cache.update(index, z2.detach(), labels)
+        cache.tick()
+        return loss
+
+    def false_negative_rate(self, labels: Tensor) -> float:
+        return self._last_fnr
+
+    def negative_sampler(self, batch_size: int) -> NegativeSampler:
+        return self.sampler()
+
+
+@register_strategy("uniform-k", "InfoNCE with k negatives drawn uniformly from the dataset (UCL)", uses_labels=False)
+class UniformK(CachedNegatives):
+    def __init__(
+        self, k: int = 64, temperature: float = 0.1, in_batch: bool = False, importance_weights: bool = False
+    ) -> None:
+        super().__init__(k, temperature, in_batch, importance_weights)
+
+    def sampler(self) -> NegativeSampler:
+        return UniformSampler(self.k)
+
+
+@register_strategy("class-k", "InfoNCE with k negatives drawn from other classes (SCL)", uses_labels=True)
+class ClassK(CachedNegatives):
+    uses_labels = True
+    masks_same_label_negatives = True
+
+    def __init__(
+        self, k: int = 64, temperature: float = 0.1, in_batch: bool = False, importance_weights: bool = False
+    ) -> None:
+        super().__init__(k, temperature, in_batch, importance_weights)
+
+    def sampler(self) -> NegativeSampler:
+        return ClassConditionalSampler(self.k)
+
+
+@register_strategy("hard-k", "InfoNCE with k negatives drawn with probability ∝ exp(beta·s)", uses_labels=False)
+class HardK(CachedNegatives):
+    def __init__(
+        self,
+        k: int = 64,
+        temperature: float = 0.1,
+        beta: float = 5.0,
+        in_batch: bool = False,
+        importance_weights: bool = False,
+    ) -> None:
+        super().__init__(k, temperature, in_batch, importance_weights)
+        self.beta = beta
+
+    def sampler(self) -> NegativeSampler:
+        return HardnessSampler(self.k, self.beta)
+
+
+@register_strategy(
+    "mined-k", "InfoNCE with k mined neighbours: skip the top ranks, drop those near the positive", uses_labels=False
+)
+class MinedK(CachedNegatives):
+    def __init__(
+        self,
+        k: int = 64,
+        temperature: float = 0.1,
+        skip: int = 10,
+        window: int = 256,
+        margin: float | None = 0.05,
+        in_batch: bool = False,
+    ) -> None:
+        super().__init__(k, temperature, in_batch, importance_weights=False)
+        self.skip, self.window, self.margin = int(skip), int(window), margin
+
+    def sampler(self) -> NegativeSampler:
+        return MinedSampler(
+            self.k,
+            (self.skip, self.skip + self.window),
+            margin=self.margin,
+            choose="random",
+            fill="uniform",
+            backend="exact",
+        )
+
+
+@register_strategy("queue", "InfoNCE with in-batch negatives plus a FIFO queue of past batches", uses_labels=False)
+class QueueStrategy(StrategyLoss):
+    def __init__(self, size: int = 1024, temperature: float = 0.1) -> None:
+        super().__init__()
+        self.size, self.temperature = int(size), temperature
+        self.queue: Queue | None = None
+        self._last_fnr = 0.0
+
+    def bind(self, num_samples: int, dim: int) -> None:
+        self.queue = Queue(self.size, dim)
+
+    def forward(self, z1: Tensor, z2: Tensor, labels: Tensor, index: Tensor) -> Tensor:
+        queued = self.queue.embeddings
+        in_batch, queue_size = len(labels) - 1, len(queued)
+        rate = in_batch_false_negative_rate(labels) * in_batch
+        if queue_size:
+            rate += false_negative_rate(labels, self.queue.labels.expand(len(labels), -1)) * queue_size
+        self._last_fnr = rate / (in_batch + queue_size)
+        loss = info_nce(z1, z2, queued if len(queued) else None, temperature=self.temperature)
+        self.queue.enqueue(z2.detach(), labels, index)
+        return loss
+
+    def false_negative_rate(self, labels: Tensor) -> float:
+        return self._last_fnr
