@@ -110,3 +110,28 @@ def test_uniform_and_class_conditional_are_uniform_over_eligible_rows(replacemen
     )
     eligible = (torch.arange(N) != 0) & (labels != 1)
     assert total_variation(frequencies(conditional.indices), eligible.double() / eligible.sum()) < 0.01
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_uniform_fast_path_on_a_larger_pool_is_uniform_and_distinct(conditional):
+    """Pools of at least 8k rows use rejection sampling instead of Gumbel keys: same target, checked here."""
+    size, k = 64, 4
+    generator = torch.Generator().manual_seed(0)
+    pool = torch.randn(size, D, generator=generator)
+    labels = torch.arange(size) % 4
+    sampler = ClassConditionalSampler(k) if conditional else UniformSampler(k)
+    negatives = sampler.sample(
+        pool[:1].expand(REPEATS, D),
+        pool,
+        anchor_ids=torch.zeros(REPEATS, dtype=torch.long),
+        pool_ids=torch.arange(size),
+        anchor_labels=torch.full((REPEATS,), 1),
+        pool_labels=labels,
+        generator=torch.Generator().manual_seed(9),
+    )
+    assert all(len(set(row)) == k for row in negatives.indices[:500].tolist())
+    eligible = torch.arange(size) != 0
+    if conditional:
+        eligible &= labels != 1
+    empirical = torch.bincount(negatives.indices.flatten(), minlength=size).double() / negatives.indices.numel()
+    assert total_variation(empirical, eligible.double() / eligible.sum()) < 0.03

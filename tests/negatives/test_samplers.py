@@ -236,3 +236,20 @@ def test_mined_fill_tops_up_rows_that_the_filters_starve():
     )
     assert all(len(set(row)) == 4 for row in filled.indices.tolist())
     assert bool((filled.indices != torch.arange(8).unsqueeze(1)).all())
+
+
+@given(st.integers(1, 10), st.integers(1, 40), st.integers(0, 2**31 - 1), st.booleans(), st.booleans())
+def test_fast_eligible_counts_equal_a_full_scan(B, N, seed, by_id, by_label):
+    from negkit.negatives.sampling import Eligibility, PoolView, count_eligible
+
+    rule = Eligibility(
+        anchor_ids=randint(seed, 8, B) if by_id else None,
+        pool_ids=randint(seed + 1, 8, N) if by_id else None,
+        anchor_labels=randint(seed + 2, 3, B) - 1,
+        pool_labels=randint(seed + 3, 3, N) - 1,
+        drop_same_label=by_label,
+    )
+    view = PoolView(B, N, None, rule, torch.device("cpu"), chunk_size=7)
+    mask = rule.mask(slice(None), torch.arange(N).unsqueeze(0), None)
+    expected = torch.full((B,), N) if mask is None else mask.sum(dim=1)
+    assert torch.equal(count_eligible(view), expected)

@@ -1,5 +1,6 @@
 """Negatives as a component: pools beyond the batch, samplers, and the quality of what they return."""
 
+from negkit.negatives.mcmc import MCMCSampler
 from negkit.negatives.pools import EmbeddingCache, Queue
 from negkit.negatives.report import NegativeReport, negative_report
 from negkit.negatives.samplers import (
@@ -16,6 +17,7 @@ __all__ = [
     "EmbeddingCache",
     "GatheredNegatives",
     "HardnessSampler",
+    "MCMCSampler",
     "MinedSampler",
     "NegativeReport",
     "NegativeSampler",

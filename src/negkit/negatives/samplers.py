@@ -30,6 +30,7 @@ from negkit.negatives.sampling import (
     log_inclusion_probability,
     perturbed_top_k,
     ranked_window,
+    uniform_without_replacement,
 )
 from negkit.negatives.types import Negatives
 
@@ -152,7 +153,9 @@ class UniformSampler(NegativeSampler):
         if self.replacement:
             indices, _ = categorical_draws(view, self.k, generator)
         else:
-            indices, _, _ = perturbed_top_k(view, self.k, generator)
+            indices = uniform_without_replacement(view, self.k, generator)
+            if indices is None:
+                indices, _, _ = perturbed_top_k(view, self.k, generator)
         log_weights = torch.log(counts.double() / self.k).float().unsqueeze(1).expand(-1, self.k)
         return Negatives(indices, log_weights.contiguous())
 

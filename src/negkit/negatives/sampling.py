@@ -74,8 +74,33 @@ class PoolView:
         return stop, logits, self.eligibility.mask(slice(None), columns, logits)
 
 
+def _matches(keys: Tensor, queries: Tensor) -> Tensor:
+    """``[B]`` how many entries of ``keys [N]`` equal each of ``queries [B]`` (sorting, not a [B, N] compare)."""
+    ordered = keys.sort().values
+    return torch.searchsorted(ordered, queries, right=True) - torch.searchsorted(ordered, queries)
+
+
 def count_eligible(view: PoolView) -> Tensor:
-    """``[B]`` number of eligible pool items per anchor."""
+    """``[B]`` number of eligible pool items per anchor.
+
+    Without a score ceiling the count follows from sorted ids and labels in O((N + B) log N); with one, the
+    pool is scanned chunk by chunk.
+    """
+    rule = view.eligibility
+    if rule.ceiling is None:
+        counts = torch.full((view.rows,), view.size, dtype=torch.long, device=view.device)
+        by_id = rule.anchor_ids is not None and rule.pool_ids is not None
+        if by_id:
+            counts -= _matches(rule.pool_ids, rule.anchor_ids)
+        if rule.drop_same_label:
+            counts -= _matches(rule.pool_labels, rule.anchor_labels)
+            if by_id:  # rows with the anchor's id and label were subtracted twice
+                offset = int(torch.cat([rule.pool_labels, rule.anchor_labels]).min())
+                width = int(torch.cat([rule.pool_labels, rule.anchor_labels]).max()) - offset + 1
+                pool_pairs = rule.pool_ids * width + (rule.pool_labels - offset)
+                anchor_pairs = rule.anchor_ids * width + (rule.anchor_labels - offset)
+                counts += _matches(pool_pairs, anchor_pairs)
+        return counts
     counts = torch.zeros(view.rows, dtype=torch.long, device=view.device)
     needs_scores = view.eligibility.ceiling is not None
     for start in view.chunks():
@@ -88,24 +113,24 @@ def count_eligible(view: PoolView) -> Tensor:
 
 
 def _gumbel(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
-    uniform = torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
-    return -torch.log(-torch.log(uniform.clamp_min(1e-300)))
+    """Standard Gumbel noise in float32 (``-log(-log U)``, ``U`` kept away from 0)."""
+    uniform = torch.rand(shape, generator=generator, device=device).clamp_min_(1e-30)
+    return uniform.log_().neg_().log_().neg_()
 
 
 def perturbed_top_k(view: PoolView, k: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
     """Gumbel-top-k over the eligible items of each row.
 
     Returns ``(indices [B, k], logits [B, k], threshold [B])``: the chosen items, their (unperturbed) logits
-    and the (k+1)-th largest perturbed key (``-inf`` when a row has exactly k eligible items), all float64
-    but the indices. Rows with fewer than k eligible items keep ``-1`` in the unused slots; callers check
-    the counts first.
+    and the (k+1)-th largest perturbed key (``-inf`` when a row has exactly k eligible items), float32.
+    Rows with fewer than k eligible items keep ``-1`` in the unused slots; callers check the counts first.
     """
-    best_keys = torch.full((view.rows, k + 1), float("-inf"), dtype=torch.float64, device=view.device)
-    best_logits = torch.zeros((view.rows, k + 1), dtype=torch.float64, device=view.device)
+    best_keys = torch.full((view.rows, k + 1), float("-inf"), device=view.device)
+    best_logits = torch.zeros((view.rows, k + 1), device=view.device)
     best_index = torch.full((view.rows, k + 1), -1, dtype=torch.long, device=view.device)
     for start in view.chunks():
         stop, logits, mask = view.block(start)
-        logits = logits.to(torch.float64)
+        logits = logits.float()
         keys = logits + _gumbel(tuple(logits.shape), generator, view.device)
         if mask is not None:
             keys = keys.masked_fill(~mask, float("-inf"))
@@ -114,6 +139,45 @@ def perturbed_top_k(view: PoolView, k: int, generator: torch.Generator | None) -
         best_index = torch.cat([best_index, columns], dim=1).gather(1, order)
         best_logits = torch.cat([best_logits, logits], dim=1).gather(1, order)
     return best_index[:, :k], best_logits[:, :k], best_keys[:, k]
+
+
+def uniform_without_replacement(
+    view: PoolView, k: int, generator: torch.Generator | None, max_rounds: int = 8
+) -> Tensor | None:
+    """``[B, k]`` distinct eligible items per row, uniformly, in O(B·k) work whatever the pool size.
+
+    Draws i.i.d. uniform candidates, keeps each row's first ``k`` distinct eligible ones (the first k distinct
+    values of an i.i.d. uniform sequence over a set are a uniform k-subset of it) and draws again for rows
+    still short. Returns ``None`` when the pool is too small or too restricted for this to pay off; the
+    caller then uses :func:`perturbed_top_k` with equal logits.
+    """
+    if view.size < 8 * k:
+        return None
+    rows = torch.arange(view.rows, device=view.device)
+    chosen = torch.full((view.rows, k), -1, dtype=torch.long, device=view.device)
+    have = torch.zeros(view.rows, dtype=torch.long, device=view.device)
+    draw = 2 * k + 16
+    for _ in range(max_rounds):
+        pending = rows[have < k]
+        if len(pending) == 0:
+            return chosen
+        candidates = torch.randint(0, view.size, (len(pending), draw), generator=generator, device=view.device)
+        mask = view.eligibility.mask(pending, candidates, None)
+        keep = torch.ones_like(candidates, dtype=torch.bool) if mask is None else mask
+        # Drop repeats within the draw and items the row already holds.
+        ordered, order = candidates.sort(dim=1, stable=True)
+        first = torch.ones_like(ordered, dtype=torch.bool)
+        first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+        unique = torch.zeros_like(first).scatter(1, order, first)
+        held = (candidates.unsqueeze(2) == chosen[pending].unsqueeze(1)).any(dim=2)
+        keep &= unique & ~held
+        slot = have[pending].unsqueeze(1) + keep.long().cumsum(dim=1) - 1
+        place = keep & (slot < k)
+        chosen[pending.unsqueeze(1).expand_as(candidates)[place], slot[place]] = candidates[place]
+        have[pending] = torch.clamp(have[pending] + keep.sum(dim=1), max=k)
+        if bool((have[pending] == 0).all()):  # nothing eligible drawn at all: too restricted, give up
+            return None
+    return chosen if bool((have == k).all()) else None
 
 
 def log_partition(view: PoolView) -> Tensor:

@@ -1,0 +1,131 @@
+"""EMC²'s negative sampler: one Metropolis–Hastings chain per anchor over the dataset (Yau et al., ICML 2024)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from negkit._validation import check_compatible, check_finite_scalar, check_tensor
+from negkit.negatives.types import Negatives
+
+
+class MCMCSampler(nn.Module):
+    """Negatives from a Metropolis–Hastings chain per anchor whose stationary distribution is ``∝ exp(β·s)``.
+
+    Each anchor id owns a chain whose state is a dataset id (a candidate negative) and the cached log-target
+    ``β·s`` computed when that state was accepted. One call runs ``T = ceil(k / (1 − burn_in))`` steps per
+    anchor: a proposal ``j`` is drawn uniformly from ``pool`` (an independence sampler: in EMC² the pool is
+    the batch, itself a uniform sample of the dataset; it can also be an :class:`EmbeddingCache`), and is
+    accepted with probability ``min(1, exp(β·s_ij − cached))``; a proposal carrying the anchor's own id is
+    never accepted. The states after the first ``T − k`` (burn-in) steps are returned, with repeats, as the
+    ``k`` negatives. The chain persists across calls (and across the two views of a sample), so its state
+    can refer to a sample that is not in the current pool: such negatives have index ``-1`` and their
+    dataset id is in :attr:`last_state_ids`. The caller takes them from a cache or re-encodes them.
+
+    The cached log-target is not refreshed when the model changes (as in the reference code), so it is
+    stale by the time the next proposal is compared with it. Chain state lives in persistent buffers
+    ``state [num_samples]``, ``log_target [num_samples]`` and the acceptance counters.
+
+    Args:
+        num_samples: number of anchor ids (the dataset size).
+        k: recorded negatives per anchor and call.
+        beta: inverse temperature of the target on the cosine (EMC² uses 14.28, i.e. T ≈ 0.07).
+        burn_in: fraction of each call's steps not recorded, in [0, 1).
+    """
+
+    def __init__(self, num_samples: int, k: int, beta: float, burn_in: float = 0.5) -> None:
+        super().__init__()
+        if num_samples < 1 or k < 1:
+            raise ValueError(f"num_samples and k must be >= 1, got num_samples={num_samples}, k={k}")
+        self.num_samples, self.k = num_samples, int(k)
+        self.beta = check_finite_scalar("beta", beta)
+        self.burn_in = check_finite_scalar("burn_in", burn_in, low=0.0, high=1.0, high_inclusive=False)
+        self.steps = math.ceil(self.k / (1.0 - self.burn_in))
+        self.register_buffer("state", torch.full((num_samples,), -1, dtype=torch.long))
+        self.register_buffer("log_target", torch.full((num_samples,), float("-inf")))
+        self.register_buffer("accepted", torch.zeros((), dtype=torch.long))
+        self.register_buffer("proposed", torch.zeros((), dtype=torch.long))
+        self.last_state_ids: Tensor | None = None
+        self.last_acceptance_rate: float = float("nan")
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Share of accepted proposals since construction (or the last :meth:`reset_counters`)."""
+        return float(self.accepted) / max(1, int(self.proposed))
+
+    def reset_counters(self) -> None:
+        self.accepted.zero_()
+        self.proposed.zero_()
+
+    @torch.no_grad()
+    def sample(
+        self,
+        anchors: Tensor,
+        pool: Tensor,
+        *,
+        anchor_ids: Tensor,
+        pool_ids: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Negatives:
+        """Advance the chains of ``anchor_ids [B]`` through ``pool [N, d]`` and return ``k`` recorded states each.
+
+        ``pool_ids [N]`` are the dataset ids of the pool rows; ``None`` means row r has id r (a cache over the
+        whole dataset), in which case every state is in the pool. Cost: O(T · B · d), independent of N.
+        """
+        check_tensor("anchors", anchors, 2)
+        check_tensor("pool", pool, 2)
+        check_compatible("anchors", anchors, pool=pool)
+        batch, size = anchors.shape[0], pool.shape[0]
+        if anchor_ids.dim() != 1 or anchor_ids.shape[0] != batch:
+            raise ValueError(f"anchor_ids must have shape [{batch}], got {tuple(anchor_ids.shape)}")
+        if int(anchor_ids.min()) < 0 or int(anchor_ids.max()) >= self.num_samples:
+            raise ValueError(f"anchor_ids must lie in [0, {self.num_samples})")
+        if pool_ids is not None and (pool_ids.dim() != 1 or pool_ids.shape[0] != size):
+            raise ValueError(f"pool_ids must have shape [{size}], got {tuple(pool_ids.shape)}")
+        a = F.normalize(anchors.float(), dim=1)
+        ids_of = (lambda rows: rows) if pool_ids is None else (lambda rows: pool_ids[rows])
+
+        state = self.state[anchor_ids].clone()
+        log_target = self.log_target[anchor_ids].clone()
+        position = self._locate(state, pool_ids, size)  # pool row of each current state, -1 if not in the pool
+        recorded_position = torch.empty(batch, self.k, dtype=torch.long)
+        recorded_state = torch.empty(batch, self.k, dtype=torch.long)
+        accepted = 0
+        burn = self.steps - self.k
+        for step in range(self.steps):
+            proposal = torch.randint(0, size, (batch,), generator=generator)
+            proposal_ids = ids_of(proposal)
+            log_proposal = self.beta * (a * F.normalize(pool[proposal].float(), dim=1)).sum(dim=1)
+            log_uniform = torch.log(torch.rand(batch, generator=generator).clamp_min(1e-30))
+            accept = (log_uniform < log_proposal - log_target) & (proposal_ids != anchor_ids)
+            state = torch.where(accept, proposal_ids, state)
+            log_target = torch.where(accept, log_proposal, log_target)
+            position = torch.where(accept, proposal, position)
+            accepted += int(accept.sum())
+            if step >= burn:
+                recorded_position[:, step - burn] = position
+                recorded_state[:, step - burn] = state
+        self.state[anchor_ids] = state
+        self.log_target[anchor_ids] = log_target.to(self.log_target.dtype)
+        self.accepted += accepted
+        self.proposed += batch * self.steps
+        self.last_acceptance_rate = accepted / (batch * self.steps)
+        self.last_state_ids = recorded_state
+        return Negatives(recorded_position, None)
+
+    @staticmethod
+    def _locate(state: Tensor, pool_ids: Tensor | None, size: int) -> Tensor:
+        """Pool row of each dataset id in ``state`` (``-1``: unset or not in the pool)."""
+        if pool_ids is None:
+            return torch.where((state >= 0) & (state < size), state, torch.full_like(state, -1))
+        order = pool_ids.argsort()
+        ordered = pool_ids[order]
+        slot = torch.searchsorted(ordered, state).clamp(max=size - 1)
+        found = ordered[slot] == state
+        return torch.where(found & (state >= 0), order[slot], torch.full_like(state, -1))
+
+    def extra_repr(self) -> str:
+        return f"num_samples={self.num_samples}, k={self.k}, beta={self.beta}, burn_in={self.burn_in}"
