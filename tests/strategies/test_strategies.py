@@ -40,14 +40,15 @@ def test_labels_matter_only_for_supervised_strategies():
         assert changed == get_strategy(name).uses_labels, name
 
 
-@pytest.mark.parametrize("name", ["uniform-k", "class-k", "hard-k", "mined-k", "queue"])
+@pytest.mark.parametrize("name", ["uniform-k", "class-k", "hard-k", "mined-k", "queue", "sogclr", "emc2"])
 def test_beyond_batch_strategies_keep_their_state_in_state_dict(name):
-    strategy = bound(name, k=8) if name != "queue" else bound(name, size=32)
+    params = {"queue": {"size": 32}, "sogclr": {}}.get(name, {"k": 8})
+    strategy = bound(name, **params)
     z = torch.randn(16, 8)
     strategy(z, z + 0.1, torch.arange(16) % 4, torch.arange(16))
     state = strategy.state_dict()
     assert state, name
-    restored = create_strategy(name, **({"k": 8} if name != "queue" else {"size": 32}))
+    restored = create_strategy(name, **params)
     restored.bind(200, 8)
     restored.load_state_dict(state)
     for key, value in restored.state_dict().items():

@@ -225,8 +225,11 @@ class MinedSampler(NegativeSampler):
     An anchor left with fewer than ``k`` rows in its window is an error with ``fill="error"``; with
     ``fill="uniform"`` its missing slots are drawn uniformly from the rows that pass the id and label filters
     (not the margin), which keeps training going early on, when the margin can reject almost everything.
-    The search is an exact chunked top-k, or faiss (``backend="faiss"``; ``"auto"`` uses faiss for pools of
-    ``faiss_threshold`` rows or more when it is installed). Mined negatives are a deterministic, biased choice:
+    The search is an exact chunked top-k, or faiss's exact inner-product index (``backend="faiss"``).
+    ``"auto"`` uses faiss for pools of ``faiss_threshold`` rows or more searched by at least
+    ``faiss_min_queries`` anchors at once, when it is installed: measured here (benchmarks/results), faiss is
+    ~1.6× slower than the chunked search for 256 anchors but ~3.5× faster for blocks of 1,024 anchors against
+    10⁶ rows. Mined negatives are a deterministic, biased choice:
     ``log_weights`` is ``None``.
     """
 
@@ -241,6 +244,7 @@ class MinedSampler(NegativeSampler):
         fill: str = "error",
         backend: str = "auto",
         faiss_threshold: int = 100_000,
+        faiss_min_queries: int = 1024,
         similarity: str = "cosine",
         chunk_size: int = 8192,
     ) -> None:
@@ -261,7 +265,8 @@ class MinedSampler(NegativeSampler):
         self.relative_margin = (
             None if relative_margin is None else check_finite_scalar("relative_margin", relative_margin, low=0.0)
         )
-        self.choose, self.fill, self.backend, self.faiss_threshold = choose, fill, backend, faiss_threshold
+        self.choose, self.fill, self.backend = choose, fill, backend
+        self.faiss_threshold, self.faiss_min_queries = faiss_threshold, faiss_min_queries
 
     def _drops_same_label(self, anchor_labels: Tensor | None, pool_labels: Tensor | None) -> bool:
         return anchor_labels is not None and pool_labels is not None
@@ -284,12 +289,12 @@ class MinedSampler(NegativeSampler):
             ceiling = torch.minimum(ceiling, positive_score * (1.0 - self.relative_margin))
         return ceiling
 
-    def _use_faiss(self, size: int) -> bool:
+    def _use_faiss(self, size: int, queries: int) -> bool:
         if self.backend == "exact":
             return False
         if self.backend == "faiss":
             return True
-        if size < self.faiss_threshold:
+        if size < self.faiss_threshold or queries < self.faiss_min_queries:
             return False
         try:
             import faiss  # noqa: F401
@@ -299,7 +304,7 @@ class MinedSampler(NegativeSampler):
 
     def _sample(self, view: PoolView, generator: torch.Generator | None) -> Negatives:
         lo, hi = self.rank_window
-        if self._use_faiss(view.size):
+        if self._use_faiss(view.size, view.rows):
             indices, _ = self._faiss_window(view, lo, hi)
         else:
             indices, _ = ranked_window(view, lo, hi)

@@ -1,6 +1,7 @@
 """Named training strategies (``negkit.strategies.create_strategy("hscl", beta=1.0)``)."""
 
 from negkit.strategies import builtin as _builtin  # noqa: F401  (registers the built-in strategies)
+from negkit.strategies import global_negatives as _global_negatives  # noqa: F401
 from negkit.strategies import sampled as _sampled  # noqa: F401
 from negkit.strategies.registry import (
     StrategyLoss,

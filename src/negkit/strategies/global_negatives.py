@@ -1,0 +1,89 @@
+"""Dataset-wide negatives at small batch: SogCLR's global contrastive loss and EMC²'s MCMC negatives."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from negkit.losses import GlobalContrastiveLoss
+from negkit.negatives import EmbeddingCache, HardnessSampler, MCMCSampler, NegativeSampler
+from negkit.strategies.registry import StrategyLoss, register_strategy
+
+
+@register_strategy("sogclr", "global contrastive loss with per-sample moving averages (SogCLR)", uses_labels=False)
+class SogCLR(StrategyLoss):
+    def __init__(self, temperature: float = 0.1, gamma: float = 0.9) -> None:
+        super().__init__()
+        self.temperature, self.gamma = temperature, gamma
+        self.loss: GlobalContrastiveLoss | None = None
+
+    def bind(self, num_samples: int, dim: int) -> None:
+        self.loss = GlobalContrastiveLoss(num_samples, temperature=self.temperature, gamma=self.gamma)
+
+    def forward(self, z1: Tensor, z2: Tensor, labels: Tensor, index: Tensor) -> Tensor:
+        return self.loss(z1, z2, index)
+
+    def negative_sampler(self, batch_size: int) -> NegativeSampler:
+        # The surrogate weights each in-batch negative by exp(l) / u: the softmax(s / T) tilt over the dataset.
+        return HardnessSampler(batch_size - 1, 1.0 / self.temperature)
+
+
+@register_strategy(
+    "emc2", "global contrastive loss with Metropolis-Hastings negatives per anchor (EMC2)", uses_labels=False
+)
+class EMC2(StrategyLoss):
+    """One EMC² step (Yau et al., ICML 2024) on a batch of two views.
+
+    The proposals are the batch's ``2B`` views (a uniform sample of the dataset), so in-batch negatives carry
+    gradients at no extra encoder cost. The chains persist across batches: a recorded state that is not in
+    this batch is taken from a dataset-wide cache of projections (refreshed every epoch, rows overwritten by
+    each batch), detached. EMC²'s code re-encodes such images instead; negkit's losses take features and
+    never the model, and the cache row is at most one epoch old. The loss is EMC²'s gradient estimator of
+    the global contrastive loss::
+
+        S_i = −s_ii'/T + (1/k) Σ_{recorded states z} s_iz/T
+
+    averaged over both views as anchors (view 2 continues view 1's chain). Its value is a surrogate.
+    """
+
+    needs_refresh = True
+
+    def __init__(self, temperature: float = 0.1, k: int = 32, burn_in: float = 0.5) -> None:
+        super().__init__()
+        self.temperature, self.k, self.burn_in = temperature, int(k), burn_in
+        self.sampler: MCMCSampler | None = None
+        self.cache: EmbeddingCache | None = None
+
+    def bind(self, num_samples: int, dim: int) -> None:
+        self.sampler = MCMCSampler(num_samples, self.k, beta=1.0 / self.temperature, burn_in=self.burn_in)
+        self.cache = EmbeddingCache(num_samples, dim)
+
+    @torch.no_grad()
+    def refresh(self, projections: Tensor, labels: Tensor) -> None:
+        self.cache.update(torch.arange(len(projections)), projections, labels)
+        self.sampler.reset_counters()
+
+    def forward(self, z1: Tensor, z2: Tensor, labels: Tensor, index: Tensor) -> Tensor:
+        views = torch.cat([z1, z2])
+        view_ids = torch.cat([index, index])
+        unit = torch.nn.functional.normalize(views, dim=1)
+        cached = torch.nn.functional.normalize(self.cache.table, dim=1)
+        losses = []
+        for anchors, positives in ((z1, z2), (z2, z1)):
+            negatives = self.sampler.sample(
+                anchors.detach(), views.detach(), anchor_ids=index, pool_ids=view_ids, generator=self.generator
+            )
+            in_batch = negatives.indices >= 0
+            rows = torch.where(in_batch, negatives.indices, 0)
+            negative_vectors = torch.where(
+                in_batch.unsqueeze(2), unit[rows], cached[self.sampler.last_state_ids.clamp(min=0)]
+            )
+            a = torch.nn.functional.normalize(anchors, dim=1)
+            positive = (a * torch.nn.functional.normalize(positives, dim=1)).sum(dim=1)
+            negative = torch.einsum("bd,bkd->bk", a, negative_vectors).mean(dim=1)
+            losses.append((negative - positive) / self.temperature)
+        self.cache.update(index, z2.detach(), labels)
+        return 0.5 * (losses[0] + losses[1]).mean()
+
+    def negative_sampler(self, batch_size: int) -> NegativeSampler:
+        return HardnessSampler(self.k, 1.0 / self.temperature, replacement=True)
