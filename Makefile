@@ -9,7 +9,7 @@ TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.negkit-installed
 CODE   := $(wildcard src tests benchmarks)
 
-.PHONY: run test lint data clean
+.PHONY: run test lint data bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test: lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(CODE)
 	$(VENV)/bin/ruff format --check $(CODE)
+
+# Speed and memory benchmarks (minutes; run on an idle machine). Results in benchmarks/results/.
+bench: $(STAMP)
+	$(PY) benchmarks/bench_samplers.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -129,6 +129,22 @@ def fmt_n(n: int) -> str:
 # -- worker side (fresh process per configuration) -----------------------------------------------------------------
 
 
+def code_fingerprint() -> dict:
+    """Where negkit was imported from and a hash of the sampler sources this process runs (the library can
+    change while a long benchmark is running; runs with different hashes measured different code)."""
+    import hashlib
+
+    import negkit
+    import negkit._validation
+    import negkit.negatives.samplers
+    import negkit.negatives.sampling
+
+    digest = hashlib.sha256()
+    for module in (negkit._validation, negkit.negatives.sampling, negkit.negatives.samplers):
+        digest.update(Path(module.__file__).read_bytes())
+    return {"code_hash": digest.hexdigest()[:12], "negkit_path": str(Path(negkit.__file__).parent)}
+
+
 def _setup_threads() -> None:
     import torch
 
@@ -217,6 +233,7 @@ def run_sampler_worker(name: str, n: int, repeats: int) -> dict:
         "peak_growth_mb": (peak - baseline_rss) / MB,
         "checks": _check_output(name, out.indices, n, anchor_ids, anchor_labels, pool_labels),
         "torch_threads": torch.get_num_threads(),
+        **code_fingerprint(),
     }
     if name.startswith("mined"):
         result["indices"] = out.indices.tolist()  # compared exact vs faiss by the parent, not stored
@@ -303,6 +320,7 @@ def run_mine_worker(backend: str, n_items: int, n_queries: int, block: int, full
         "per_call_normalize_pool_s": normalize_s,
         "per_call_faiss_index_build_s": faiss_add_s,
         "checks_ok": checks_ok,
+        **code_fingerprint(),
     }
 
 
@@ -409,7 +427,11 @@ def machine_info(worker_info: dict) -> dict:
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)),
         "mem_total_gb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30,
-        **worker_info,
+        **{
+            k: v
+            for k, v in worker_info.items()
+            if k in ("torch", "faiss", "numpy", "torch_threads", "torch_parallel_info")
+        },
     }
 
 
@@ -448,11 +470,12 @@ def render_markdown(doc: dict) -> str:
                 row += [ms, _cell(r["peak_growth_mb"], 1)]
         lines.append("| " + " | ".join(row) + " |")
 
-    lines += [
-        "",
-        f"† other processes kept more than {CONTENDED} cores busy during that run on this shared 2-core machine "
-        "(`foreign_cores` in the JSON); its time is likely inflated.",
-    ]
+    if any(r.get("foreign_cores", 0.0) > CONTENDED for r in by_key.values()):
+        lines += [
+            "",
+            f"† other processes kept more than {CONTENDED} cores busy during that run on this shared 2-core machine "
+            "(`foreign_cores` in the JSON); its time is likely inflated.",
+        ]
     lines += ["", "Absolute peak RSS (MB) / post-data baseline RSS (MB):", ""]
     header = ["sampler", *[fmt_n(n) for n in sizes]]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -523,10 +546,16 @@ def render_markdown(doc: dict) -> str:
             if m["per_call_faiss_index_build_s"] is not None:
                 extra = f", building the faiss `IndexFlatIP` {m['per_call_faiss_index_build_s']:.2f} s"
             lines.append(f"- {m['backend']}: normalising the pool {m['per_call_normalize_pool_s']:.2f} s{extra}")
+    hashes = sorted({r["code_hash"] for r in [*doc["runs"], *mining] if "code_hash" in r})
+    if len(hashes) > 1:
+        lines += ["", f"**Warning:** the runs measured {len(hashes)} different versions of the sampler code: {hashes}."]
+    for note in doc.get("notes", []):
+        lines += ["", f"Note: {note}"]
     lines += ["", f"Total benchmark wall time: {doc.get('total_wall_s', 0):,.0f} s."]
     if doc.get("superseded_runs"):
         lines.append(
-            f"{len(doc['superseded_runs'])} contended or failed cells were re-measured afterwards "
+            f"{len(doc['superseded_runs'])} measurements of cells that ran while other processes were busy (or "
+            "failed) were replaced by re-measurements "
             f"(`--rerun-contended`, {doc.get('rerun_wall_s', 0):,.0f} s); the originals are under "
             "`superseded_runs` in the JSON."
         )
@@ -637,7 +666,8 @@ def is_contended(result: dict) -> bool:
 
 
 def rerun_contended(args: argparse.Namespace) -> None:
-    """Re-measure the grid cells of an existing result file that failed or ran while the machine was busy.
+    """Re-measure the grid cells of an existing result file that failed or ran while the machine was busy
+    (and the cells named by ``--rerun-cells``).
 
     The replaced measurements are kept under ``superseded_runs``; a mined cell is re-run together with its
     exact/faiss partner so that their agreement can be recomputed. The mining section is left as it is.
@@ -647,7 +677,7 @@ def rerun_contended(args: argparse.Namespace) -> None:
     doc = json.loads((RESULTS / f"{stem}.json").read_text())
     cfg = doc["config"]
     idle = IdleBudget(args.idle_wait, args.idle_wait_total)
-    todo = {(r["sampler"], r["n"]) for r in doc["runs"] if is_contended(r)}
+    todo = {(r["sampler"], r["n"]) for r in doc["runs"] if is_contended(r)} | set(args.rerun_cells or [])
     todo |= {(other, n) for name, n in list(todo) if name.startswith("mined") for other in SAMPLERS[-2:]}
     doc.setdefault("superseded_runs", [])
     for index, old in enumerate(doc["runs"]):
@@ -687,6 +717,16 @@ def main_worker(argv: list[str]) -> None:
     print(json.dumps(result), flush=True)
 
 
+def parse_cells(text: str) -> list[tuple[str, int]]:
+    cells = []
+    for item in text.split(","):
+        name, _, n = item.strip().partition(":")
+        if name not in SAMPLERS:
+            raise argparse.ArgumentTypeError(f"unknown sampler {name!r}; choose from {SAMPLERS}")
+        cells.append((name, int(float(n))))
+    return cells
+
+
 def parse_sizes(text: str) -> list[int]:
     return [int(float(s)) for s in text.split(",") if s.strip()]
 
@@ -722,8 +762,16 @@ def main() -> None:
         action="store_true",
         help="re-measure the failed or contended grid cells of an existing result file (see --stem)",
     )
+    parser.add_argument(
+        "--rerun-cells",
+        type=parse_cells,
+        default=None,
+        help="with --rerun-contended, also re-measure these cells, e.g. hardness:10000,uniform:1e6",
+    )
     parser.add_argument("--stem", default=None, help="output file stem under benchmarks/results/")
     args = parser.parse_args()
+    if args.rerun_cells and not args.rerun_contended:
+        parser.error("--rerun-cells needs --rerun-contended")
     if args.rerun_contended:
         rerun_contended(args)
     else:

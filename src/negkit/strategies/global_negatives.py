@@ -87,3 +87,6 @@ class EMC2(StrategyLoss):
 
     def negative_sampler(self, batch_size: int) -> NegativeSampler:
         return HardnessSampler(self.k, 1.0 / self.temperature, replacement=True)
+
+    def epoch_metrics(self) -> dict[str, float]:
+        return {"acceptance_rate": self.sampler.acceptance_rate}

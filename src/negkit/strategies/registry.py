@@ -37,7 +37,8 @@ class StrategyLoss(nn.Module):
       current projections of the whole training set (Sample4Geo-style re-mining);
     * ``generator``: the runner's checkpointed random generator, for any sampling the strategy does;
     * ``negative_sampler(batch_size)``: the distribution its negatives are drawn from, for the negative report;
-    * ``diagnostics(z1, z2, labels)``: extra per-epoch numbers measured on a fixed probe batch.
+    * ``diagnostics(z1, z2, labels)``: extra per-epoch numbers measured on a fixed probe batch;
+    * ``epoch_metrics()``: numbers measured while training the last epoch (kept in the history and results).
     """
 
     needs_refresh: bool = False
@@ -69,6 +70,10 @@ class StrategyLoss(nn.Module):
         return UniformSampler(batch_size - 1)
 
     def diagnostics(self, z1: Tensor, z2: Tensor, labels: Tensor) -> dict[str, float]:
+        return {}
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Numbers the strategy measured during the last epoch (e.g. an acceptance rate), for the history."""
         return {}
 
 

@@ -269,6 +269,7 @@ def train_strategy(
             "false_negative_rate": fnr_sum / steps,
             "knn_acc": knn,
             "seconds": seconds,
+            **strategy.epoch_metrics(),
         }
         probe_a, probe_b, probe_labels, _ = probe_views(data, views, config.seed + 7)
         with torch.no_grad():
@@ -304,6 +305,7 @@ def train_strategy(
     metrics["negatives"] = probe_negatives(model, strategy, data, views, batch_size, config.seed + 11)
     metrics["train_seconds"] = sum(r["seconds"] for r in history)
     metrics["final_loss"] = history[-1]["loss"]
+    metrics.update({key: history[-1][key] for key in strategy.epoch_metrics()})
     spec = get_strategy(parse_strategy_entry(name)[0])
     metrics["strategy"] = spec.name
     metrics["description"] = spec.description
