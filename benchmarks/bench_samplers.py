@@ -554,8 +554,8 @@ def render_markdown(doc: dict) -> str:
     lines += ["", f"Total benchmark wall time: {doc.get('total_wall_s', 0):,.0f} s."]
     if doc.get("superseded_runs"):
         lines.append(
-            f"{len(doc['superseded_runs'])} measurements of cells that ran while other processes were busy (or "
-            "failed) were replaced by re-measurements "
+            f"{len(doc['superseded_runs'])} earlier measurements (contended, failed, or named with --rerun-cells) "
+            "were replaced by re-measurements "
             f"(`--rerun-contended`, {doc.get('rerun_wall_s', 0):,.0f} s); the originals are under "
             "`superseded_runs` in the JSON."
         )

@@ -63,10 +63,19 @@ def check_tensor(name: str, x: object, ndim: int | Sequence[int], *, finite: boo
         raise ValueError(f"{name} must be {shapes}, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if finite and not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+    if finite:
+        bad = count_non_finite(x)
+        if bad:
+            raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
     return x
+
+
+def count_non_finite(x: Tensor, chunk: int = 1 << 22) -> int:
+    """Number of NaN/inf entries, checked ``chunk`` elements at a time (no full-size temporary mask)."""
+    flat = x.detach().reshape(-1)
+    if flat.numel() <= chunk:
+        return int((~torch.isfinite(flat)).sum())
+    return sum(int((~torch.isfinite(flat[i : i + chunk])).sum()) for i in range(0, flat.numel(), chunk))
 
 
 def check_compatible(reference_name: str, reference: Tensor, **others: Tensor | None) -> None:

@@ -109,19 +109,24 @@ def test_a_crash_while_writing_keeps_the_previous_file(tmp_path, monkeypatch):
 
 
 def test_beyond_batch_strategies_resume_to_the_same_metrics(tmp_path, tiny_config):
-    """The cache and the queue live in the strategy's state_dict, so a killed run resumes exactly."""
-    config = tiny_config.model_copy(update={"strategies": ["uniform-k:k=8", "queue:size=64", "mined-k:k=4,window=16"]})
+    """Caches, queues, SogCLR's u and EMC²'s chains live in the strategy's state_dict: a killed run resumes
+    exactly."""
+    config = tiny_config.model_copy(
+        update={"strategies": ["uniform-k:k=8", "queue:size=64", "mined-k:k=4,window=16", "sogclr", "emc2:k=8"]}
+    )
     whole = run_experiment(*prepare_run_dir(tmp_path / "whole", config))
-    paths, _ = prepare_run_dir(tmp_path / "killed", config)
+    prepare_run_dir(tmp_path / "killed", config)
 
     def kill(record):
-        if (record["strategy"], record["epoch"]) == ("queue:size=64", 2):
+        if record["epoch"] == 2 and record["strategy"] in ("queue:size=64", "emc2:k=8"):
             raise KilledError
 
-    with pytest.raises(KilledError):
-        run_experiment(paths, config, on_epoch_end=kill)
+    for _ in range(2):  # killed in queue's, then in emc2's second epoch
+        with pytest.raises(KilledError):
+            run_experiment(*prepare_run_dir(tmp_path / "killed", None, resume=True), on_epoch_end=kill)
     resumed = run_experiment(*prepare_run_dir(tmp_path / "killed", None, resume=True))
     assert comparable(resumed) == comparable(whole)
+    assert 0.0 < resumed["strategies"]["emc2:k=8"]["acceptance_rate"] < 1.0
 
 
 def test_variants_negative_reports_and_diagnostics_reach_the_report(tmp_path, tiny_config):

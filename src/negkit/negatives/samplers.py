@@ -105,10 +105,15 @@ class NegativeSampler:
 
     # -- pieces shared by the samplers ------------------------------------------------------------------------
 
-    def _similarity(self, anchors: Tensor, pool: Tensor) -> tuple[Tensor, Tensor]:
-        if self.similarity == "cosine":
-            return F.normalize(anchors.detach().float(), dim=1), F.normalize(pool.detach().float(), dim=1)
-        return anchors.detach().float(), pool.detach().float()
+    def _prepare(self, x: Tensor) -> Tensor:
+        """Rows as the similarity sees them (detached float32, L2-normalised for cosine)."""
+        x = x.detach().float()
+        return F.normalize(x, dim=1) if self.similarity == "cosine" else x
+
+    def _scores(self, anchors: Tensor, pool: Tensor) -> ChunkLogits:
+        """Similarities of the anchors to a pool chunk; the pool is prepared chunk by chunk, never copied whole."""
+        a = self._prepare(anchors)
+        return lambda start, stop: a @ self._prepare(pool[start:stop]).T
 
     def _logits(self, anchors: Tensor, pool: Tensor) -> ChunkLogits | None:
         """Logits of anchors against a pool chunk; ``None`` for samplers that ignore similarity."""
@@ -197,8 +202,8 @@ class HardnessSampler(NegativeSampler):
         self.class_conditional = class_conditional
 
     def _logits(self, anchors: Tensor, pool: Tensor) -> ChunkLogits | None:
-        a, p = self._similarity(anchors, pool)
-        return lambda start, stop: self.beta * (a @ p[start:stop].T)
+        scores = self._scores(anchors, pool)
+        return lambda start, stop: self.beta * scores(start, stop)
 
     def _sample(self, view: PoolView, generator: torch.Generator | None) -> Negatives:
         self._check_counts(view, self.k)
@@ -272,16 +277,14 @@ class MinedSampler(NegativeSampler):
         return anchor_labels is not None and pool_labels is not None
 
     def _logits(self, anchors: Tensor, pool: Tensor) -> ChunkLogits | None:
-        a, p = self._similarity(anchors, pool)
-        return lambda start, stop: a @ p[start:stop].T
+        return self._scores(anchors, pool)
 
     def _ceiling(self, anchors: Tensor, positives: Tensor | None) -> Tensor | None:
         if self.margin is None and self.relative_margin is None:
             return None
         if positives is None:
             raise ValueError("margin and relative_margin filters need positives (the anchors' positive embeddings)")
-        a, pos = self._similarity(anchors, positives)
-        positive_score = (a * pos).sum(dim=1, keepdim=True)
+        positive_score = (self._prepare(anchors) * self._prepare(positives)).sum(dim=1, keepdim=True)
         ceiling = positive_score
         if self.margin is not None:
             ceiling = torch.minimum(ceiling, positive_score - self.margin)
@@ -355,9 +358,11 @@ class MinedSampler(NegativeSampler):
         the search; rows whose search came back short are searched again deeper."""
         import faiss
 
-        a, p = self._similarity(*self._current)
-        index = faiss.IndexFlatIP(p.shape[1])
-        index.add(p.contiguous().numpy())
+        anchors, pool = self._current
+        a = self._prepare(anchors)
+        index = faiss.IndexFlatIP(pool.shape[1])
+        for start in range(0, pool.shape[0], 65536):  # add the pool chunk by chunk: no full normalised copy
+            index.add(self._prepare(pool[start : start + 65536]).contiguous().numpy())
         rows = view.rows
         out_index = torch.full((rows, hi), -1, dtype=torch.long)
         out_score = torch.full((rows, hi), float("-inf"))

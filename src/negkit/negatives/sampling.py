@@ -113,8 +113,9 @@ def count_eligible(view: PoolView) -> Tensor:
 
 
 def _gumbel(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
-    """Standard Gumbel noise in float32 (``-log(-log U)``, ``U`` kept away from 0)."""
-    uniform = torch.rand(shape, generator=generator, device=device).clamp_min_(1e-30)
+    """Standard Gumbel noise ``-log(-log U)`` in float64: float32 uniforms are too coarse near 1, where the
+    largest keys of a big pool come from, and would bias the choice and the inclusion probabilities."""
+    uniform = torch.rand(shape, generator=generator, device=device, dtype=torch.float64).clamp_min_(1e-300)
     return uniform.log_().neg_().log_().neg_()
 
 
@@ -122,15 +123,15 @@ def perturbed_top_k(view: PoolView, k: int, generator: torch.Generator | None) -
     """Gumbel-top-k over the eligible items of each row.
 
     Returns ``(indices [B, k], logits [B, k], threshold [B])``: the chosen items, their (unperturbed) logits
-    and the (k+1)-th largest perturbed key (``-inf`` when a row has exactly k eligible items), float32.
+    and the (k+1)-th largest perturbed key (``-inf`` when a row has exactly k eligible items), float64.
     Rows with fewer than k eligible items keep ``-1`` in the unused slots; callers check the counts first.
     """
-    best_keys = torch.full((view.rows, k + 1), float("-inf"), device=view.device)
-    best_logits = torch.zeros((view.rows, k + 1), device=view.device)
+    best_keys = torch.full((view.rows, k + 1), float("-inf"), dtype=torch.float64, device=view.device)
+    best_logits = torch.zeros((view.rows, k + 1), dtype=torch.float64, device=view.device)
     best_index = torch.full((view.rows, k + 1), -1, dtype=torch.long, device=view.device)
     for start in view.chunks():
         stop, logits, mask = view.block(start)
-        logits = logits.float()
+        logits = logits.to(torch.float64)
         keys = logits + _gumbel(tuple(logits.shape), generator, view.device)
         if mask is not None:
             keys = keys.masked_fill(~mask, float("-inf"))
