@@ -88,6 +88,12 @@ def test_steps_follow_burn_in_and_errors():
             ),
             r"pool_ids must have shape \[5\]",
         ),
+        (
+            lambda: MCMCSampler(4, k=2, beta=1.0).sample(
+                torch.randn(2, 3), torch.full((5, 3), float("nan")), anchor_ids=torch.tensor([0, 1])
+            ),
+            "non-finite values",
+        ),
     ]:
         with pytest.raises(ValueError, match=message):
             call()

@@ -146,7 +146,12 @@ def test_k_larger_than_the_pool_names_both_numbers():
         (lambda: MinedSampler(3, (4, 2)), "rank_window must be"),
         (lambda: MinedSampler(2, margin=0.1).sample(torch.randn(3, 3), torch.randn(5, 3)), "need positives"),
         (lambda: MinedSampler(2, backend="annoy"), "backend must be"),
-        (lambda: UniformSampler(2).sample(torch.randn(3, 3), torch.full((5, 3), float("nan"))), "pool contains 15"),
+        (
+            lambda: HardnessSampler(2, chunk_size=2).sample(torch.randn(3, 3), torch.full((5, 3), float("nan"))),
+            r"pool contains non-finite values \(NaN or inf\) in rows 0..1",
+        ),
+        (lambda: MinedSampler(2).sample(torch.randn(3, 3), torch.full((5, 3), float("inf"))), "non-finite"),
+        (lambda: UniformSampler(2).sample(torch.full((3, 3), float("nan")), torch.randn(5, 3)), "anchors contains 9"),
     ],
 )
 def test_errors(call, message):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from negkit._validation import check_compatible, check_finite_scalar, check_tensor
+from negkit._validation import check_compatible, check_finite_scalar, check_tensor, count_non_finite
 from negkit.negatives.types import Negatives
 
 
@@ -76,7 +76,7 @@ class MCMCSampler(nn.Module):
         whole dataset), in which case every state is in the pool. Cost: O(T · B · d), independent of N.
         """
         check_tensor("anchors", anchors, 2)
-        check_tensor("pool", pool, 2)
+        check_tensor("pool", pool, 2, finite=False)  # proposals are checked as they are read: O(B·d) per step
         check_compatible("anchors", anchors, pool=pool)
         batch, size = anchors.shape[0], pool.shape[0]
         if anchor_ids.dim() != 1 or anchor_ids.shape[0] != batch:
@@ -98,7 +98,10 @@ class MCMCSampler(nn.Module):
         for step in range(self.steps):
             proposal = torch.randint(0, size, (batch,), generator=generator)
             proposal_ids = ids_of(proposal)
-            log_proposal = self.beta * (a * F.normalize(pool[proposal].float(), dim=1)).sum(dim=1)
+            rows = pool[proposal]
+            if count_non_finite(rows):
+                raise ValueError("pool contains non-finite values (NaN or inf) in the proposed rows")
+            log_proposal = self.beta * (a * F.normalize(rows.float(), dim=1)).sum(dim=1)
             log_uniform = torch.log(torch.rand(batch, generator=generator).clamp_min(1e-30))
             accept = (log_uniform < log_proposal - log_target) & (proposal_ids != anchor_ids)
             state = torch.where(accept, proposal_ids, state)

@@ -5,6 +5,9 @@ Every sampler has one call::
     sampler.sample(anchors [B, d], pool [N, d], *, anchor_labels=None, pool_labels=None, anchor_ids=None,
                    pool_ids=None, positives=None, generator=None) -> Negatives(indices [B, K], log_weights)
 
+A sampler reads only what it needs: uniform samplers never read the pool's values (only its size, ids and
+labels), the others check each chunk of rows for NaN/inf as they read it.
+
 Eligibility, shared by all samplers: a pool row whose id equals the anchor's id is never its negative (the
 anchor itself, or its other view); class-conditional samplers also drop rows with the anchor's label.
 Asking for more negatives than an anchor has eligible rows is a ``ValueError`` naming both numbers, unless
@@ -20,7 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from negkit._validation import check_compatible, check_finite_scalar, check_similarity, check_tensor, format_rows
+from negkit._validation import (
+    check_compatible,
+    check_finite_scalar,
+    check_similarity,
+    check_tensor,
+    count_non_finite,
+    format_rows,
+)
 from negkit.negatives.sampling import (
     ChunkLogits,
     Eligibility,
@@ -67,7 +77,7 @@ class NegativeSampler:
     ) -> Negatives:
         """Choose ``k`` negatives in ``pool`` for every anchor; see the module docstring."""
         check_tensor("anchors", anchors, 2)
-        check_tensor("pool", pool, 2)
+        check_tensor("pool", pool, 2, finite=False)  # the rows a sampler reads are checked as it reads them
         check_compatible("anchors", anchors, pool=pool)
         if pool.shape[1] != anchors.shape[1]:
             raise ValueError(f"pool must have {anchors.shape[1]} features like anchors, got {pool.shape[1]}")
@@ -113,7 +123,14 @@ class NegativeSampler:
     def _scores(self, anchors: Tensor, pool: Tensor) -> ChunkLogits:
         """Similarities of the anchors to a pool chunk; the pool is prepared chunk by chunk, never copied whole."""
         a = self._prepare(anchors)
-        return lambda start, stop: a @ self._prepare(pool[start:stop]).T
+
+        def scores(start: int, stop: int) -> Tensor:
+            chunk = pool[start:stop]
+            if count_non_finite(chunk):
+                raise ValueError(f"pool contains non-finite values (NaN or inf) in rows {start}..{stop - 1}")
+            return a @ self._prepare(chunk).T
+
+        return scores
 
     def _logits(self, anchors: Tensor, pool: Tensor) -> ChunkLogits | None:
         """Logits of anchors against a pool chunk; ``None`` for samplers that ignore similarity."""
