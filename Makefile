@@ -39,6 +39,7 @@ lint: $(STAMP)
 # Speed and memory benchmarks (minutes; run on an idle machine). Results in benchmarks/results/.
 bench: $(STAMP)
 	$(PY) benchmarks/bench_samplers.py
+	$(PY) benchmarks/bench_mcmc.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .hypothesis
