@@ -74,3 +74,13 @@ def test_bad_config_and_resume_misuse_exit_with_a_message(tmp_path, config_file)
 def test_listing_commands():
     assert "hscl" in runner.invoke(app, ["strategies"]).output
     assert "mnist5000" in runner.invoke(app, ["datasets"]).output
+
+
+def test_optimal_k_prints_k_star_and_writes_the_plot(tmp_path):
+    plot = tmp_path / "e.png"
+    result = runner.invoke(app, ["optimal-k", "--noise", "0.1", "--q", "0.7", "--plot", str(plot)])
+    assert result.exit_code == 0 and "K* = 4" in text(result) and plot.stat().st_size > 1000
+    result = runner.invoke(app, ["optimal-k", "--noise", "0.1"])
+    assert result.exit_code == 2 and "pass --noise and --q, or --from-run DIR" in text(result)
+    result = runner.invoke(app, ["optimal-k", "--from-run", str(tmp_path)])
+    assert result.exit_code == 2 and "no strategy" in text(result)

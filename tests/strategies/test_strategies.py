@@ -40,9 +40,9 @@ def test_labels_matter_only_for_supervised_strategies():
         assert changed == get_strategy(name).uses_labels, name
 
 
-@pytest.mark.parametrize("name", ["uniform-k", "class-k", "hard-k", "mined-k", "queue", "sogclr", "emc2"])
+@pytest.mark.parametrize("name", ["uniform-k", "class-k", "hard-k", "mined-k", "queue", "sogclr", "emc2", "ans"])
 def test_beyond_batch_strategies_keep_their_state_in_state_dict(name):
-    params = {"queue": {"size": 32}, "sogclr": {}}.get(name, {"k": 8})
+    params = {"queue": {"size": 32}, "sogclr": {}, "ans": {"initial_k": 8}}.get(name, {"k": 8})
     strategy = bound(name, **params)
     z = torch.randn(16, 8)
     strategy(z, z + 0.1, torch.arange(16) % 4, torch.arange(16))

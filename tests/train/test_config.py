@@ -27,7 +27,7 @@ def test_toml_and_overrides(tmp_path):
         ({"train": {"epochs": "many"}}, "train.epochs: Input should be a valid integer"),
         ({"train": {"epochs": 0}}, "train.epochs: Input should be greater than or equal to 1"),
         ({"train": {"encoder": "vit"}}, "train.encoder: Input should be 'mlp' or 'cnn'"),
-        ({"strategies": ["simclr", "moco"]}, "unknown strategy moco; choose from: class-k, dcl, emc2, hard-k"),
+        ({"strategies": ["simclr", "moco"]}, r"unknown strategy moco; choose from: (\S+, )+.*simclr"),
         ({"strategies": []}, "at least one strategy"),
         ({"dataset": "cifar10"}, "unknown dataset 'cifar10'; choose one of: animal-mnist, digits"),
         ({"strategy_params": {"hucl": {"gamma": 1}}}, "strategy_params.hucl: unknown parameter gamma; valid: beta"),

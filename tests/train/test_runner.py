@@ -132,7 +132,7 @@ def test_beyond_batch_strategies_resume_to_the_same_metrics(tmp_path, tiny_confi
 def test_variants_negative_reports_and_diagnostics_reach_the_report(tmp_path, tiny_config):
     from negkit.report import write_report
 
-    config = tiny_config.model_copy(update={"strategies": ["uniform-k:k=2", "uniform-k:k=8", "hucl"]})
+    config = tiny_config.model_copy(update={"strategies": ["uniform-k:k=2", "uniform-k:k=8", "hucl", "ans:interval=2"]})
     paths, config = prepare_run_dir(tmp_path / "run", config)
     metrics = run_experiment(paths, config)
     report = metrics["strategies"]["uniform-k:k=8"]["negatives"]
@@ -144,3 +144,10 @@ def test_variants_negative_reports_and_diagnostics_reach_the_report(tmp_path, ti
     for section in ("## Negatives", "plots/k_sweep.png", "plots/negative_ranks.png", "plots/diagnostics_hucl.png"):
         assert section in text
     assert (paths.root / "plots" / "k_sweep.png").exists()
+    assert "plots/k_trajectory.png" in text
+    header = paths.history.read_text().splitlines()[0].split(",")
+    assert {"k", "q", "noise_rate"} <= set(header)
+    from negkit.train.runner import read_logged_estimates
+
+    noise, q = read_logged_estimates(paths.root)
+    assert 0.05 < noise < 0.15 and 0.0 < q < 1.0  # digits: 10 balanced classes, so rho = sum p_c^2 ~ 0.1

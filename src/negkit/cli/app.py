@@ -144,6 +144,40 @@ def evidence(
     console.print(f"updated [bold]{update_section(document, name, body)}[/]")
 
 
+@app.command("optimal-k")
+def optimal_k_command(
+    noise: Annotated[float | None, typer.Option(help="False-negative rate ρ of one sampled negative.")] = None,
+    q: Annotated[float | None, typer.Option(help="Share of (positive, true negative) pairs ranked correctly.")] = None,
+    harm: Annotated[float, typer.Option(help="Cost of a contaminated sample (0: closed form).")] = 0.0,
+    k_min: Annotated[int, typer.Option(help="Smallest K.")] = 1,
+    k_max: Annotated[int, typer.Option(help="Largest K.")] = 4096,
+    from_run: Annotated[Path | None, typer.Option(help="Take ρ and q from the last epoch of a run's ANS.")] = None,
+    plot: Annotated[Path, typer.Option(help="Where to write the PNG of E(K).")] = Path("optimal_k.png"),
+) -> None:
+    """Predict the best number of negatives K* from the noise rate and the ranking quality (negkit's model)."""
+    from negkit.negatives import effectiveness, optimal_k
+    from negkit.report.plots import effectiveness_curve
+
+    if from_run is not None:
+        from negkit.train.runner import read_logged_estimates
+
+        try:
+            noise, q = read_logged_estimates(from_run)
+        except (FileNotFoundError, ValueError) as error:
+            _fail(str(error))
+    if noise is None or q is None:
+        _fail("pass --noise and --q, or --from-run DIR")
+    try:
+        best = optimal_k(noise, q, k_min=k_min, k_max=k_max, harm=harm)
+    except ValueError as error:
+        _fail(str(error))
+    console.print(
+        f"K* = [bold]{best}[/] for noise rate ρ = {noise:.4g}, q = {q:.4g}, harm = {harm:g} "
+        f"(E(K*) = {effectiveness(best, noise, q, harm):.4f})"
+    )
+    console.print(f"plot: {effectiveness_curve(noise, q, harm, best, k_min, k_max, plot)}")
+
+
 @app.command()
 def strategies() -> None:
     """List the registered strategies and their parameters."""

@@ -1,5 +1,6 @@
 """Negatives as a component: pools beyond the batch, samplers, and the quality of what they return."""
 
+from negkit.negatives.how_many import AdaptiveK, collision_rate, effectiveness, optimal_k, ranking_quality
 from negkit.negatives.mcmc import MCMCSampler
 from negkit.negatives.pools import EmbeddingCache, Queue
 from negkit.negatives.report import NegativeReport, negative_report
@@ -13,6 +14,7 @@ from negkit.negatives.samplers import (
 from negkit.negatives.types import GatheredNegatives, Negatives
 
 __all__ = [
+    "AdaptiveK",
     "ClassConditionalSampler",
     "EmbeddingCache",
     "GatheredNegatives",
@@ -24,5 +26,9 @@ __all__ = [
     "Negatives",
     "Queue",
     "UniformSampler",
+    "collision_rate",
+    "effectiveness",
     "negative_report",
+    "optimal_k",
+    "ranking_quality",
 ]

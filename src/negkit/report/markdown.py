@@ -104,6 +104,10 @@ def write_report(run_dir: str | Path) -> Path:
     if sweep:
         plots.k_sweep(sweep, plot_dir / "k_sweep.png")
         extra_sections.append("## Accuracy vs the number of negatives K\n\n![accuracy vs K](plots/k_sweep.png)")
+    history = _read_history(root / "history.csv")
+    if any(row.get("k") for row in history):
+        plots.k_trajectory(history, plot_dir / "k_trajectory.png")
+        extra_sections.append("## Adaptive K\n\n![K and q during training](plots/k_trajectory.png)")
     saved = {name: read_json(root / "results" / f"{name}.json") for name in strategies}
     for name, result in saved.items():
         if any(row.get("diagnostics") for row in result["history"]):

@@ -126,3 +126,36 @@ def diagnostic_curves(history: list[dict[str, Any]], strategy: str, path: Path) 
     axes.set(xlabel="epoch", ylabel="loss on the probe batch", title=f"losses measured while training {strategy}")
     axes.legend(fontsize=8)
     return save_figure(figure, path)
+
+
+def k_trajectory(history: list[dict[str, Any]], path: Path) -> Path:
+    """K (and the ranking quality q) per epoch for the strategies that adapt K."""
+    figure, (k_axes, q_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in dict.fromkeys(row["strategy"] for row in history if row.get("k") not in (None, "")):
+        rows = [row for row in history if row["strategy"] == name]
+        epochs = [int(row["epoch"]) for row in rows]
+        k_axes.plot(epochs, [float(row["k"]) for row in rows], marker="o", label=name)
+        q_axes.plot(epochs, [float(row["q"]) for row in rows], marker="o", label=name)
+    k_axes.set(xlabel="epoch", ylabel="negatives per anchor K", title="adaptive K (end of each epoch)")
+    q_axes.set(xlabel="epoch", ylabel="ranking quality q", title="q: positive above a true negative")
+    k_axes.legend(fontsize=8)
+    return save_figure(figure, path)
+
+
+def effectiveness_curve(noise: float, q: float, harm: float, best: int, k_min: int, k_max: int, path: Path) -> Path:
+    """E(K) of negkit's how-many-negatives model with K* marked."""
+    from negkit.negatives import effectiveness
+
+    ks = torch.unique(torch.logspace(0, torch.log10(torch.tensor(float(k_max))), 400).round().clamp(min=k_min))
+    values = effectiveness(ks, noise, q, harm)
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.plot(ks.numpy(), values.numpy())
+    axes.axvline(best, color="C3", linestyle="--", label=f"K* = {best}")
+    axes.set_xscale("log", base=2)
+    axes.set(
+        xlabel="negatives per anchor K",
+        ylabel="training effectiveness E(K)",
+        title=f"ρ = {noise:.3g}, q = {q:.3g}, harm = {harm:g}",
+    )
+    axes.legend()
+    return save_figure(figure, path)

@@ -9,11 +9,13 @@ loss trains the anchors against them. The anchor's own row (its other view, one 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from negkit.losses import info_nce
 from negkit.metrics import false_negative_rate, in_batch_false_negative_rate
 from negkit.negatives import (
+    AdaptiveK,
     ClassConditionalSampler,
     EmbeddingCache,
     HardnessSampler,
@@ -21,6 +23,8 @@ from negkit.negatives import (
     NegativeSampler,
     Queue,
     UniformSampler,
+    collision_rate,
+    ranking_quality,
 )
 from negkit.strategies.registry import StrategyLoss, register_strategy
 
@@ -174,3 +178,68 @@ class QueueStrategy(StrategyLoss):
 
     def false_negative_rate(self, labels: Tensor) -> float:
         return self._last_fnr
+
+
+@register_strategy(
+    "ans", "InfoNCE with K dataset negatives, K adapted to the model's ranking quality (ANS)", uses_labels=False
+)
+class ANS(CachedNegatives):
+    """Adaptive negative sampling (Wu et al.'s idea, negkit's model: :mod:`negkit.negatives.how_many`).
+
+    K negatives per anchor are drawn from the dataset cache (uniformly, or from other classes with
+    ``class_conditional``); after every step the batch's ranking quality ``q`` (share of (positive, in-batch
+    negative of another label) pairs with the positive scored higher) updates an :class:`AdaptiveK`, which
+    moves K towards ``optimal_k(noise_rate, q)`` every ``interval`` steps. ``noise_rate`` defaults to the
+    estimate from the training labels (:func:`collision_rate`, plus ``label_noise``).
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        noise_rate: float | None = None,
+        label_noise: float = 0.0,
+        class_conditional: bool = False,
+        interval: int = 20,
+        k_min: int = 1,
+        k_max: int = 256,
+        initial_k: int = 4,
+        harm: float = 0.0,
+        in_batch: bool = False,
+    ) -> None:
+        super().__init__(initial_k, temperature, in_batch, importance_weights=False)
+        self.noise_rate, self.label_noise, self.class_conditional = noise_rate, label_noise, class_conditional
+        self.uses_labels = class_conditional
+        self.masks_same_label_negatives = class_conditional
+        self.schedule = AdaptiveK(
+            noise_rate if noise_rate is not None else 0.0,
+            interval=interval,
+            k_min=k_min,
+            k_max=k_max,
+            harm=harm,
+            initial_k=initial_k,
+        )
+
+    @torch.no_grad()
+    def refresh(self, projections: Tensor, labels: Tensor) -> None:
+        super().refresh(projections, labels)
+        if self.noise_rate is None:
+            self.schedule.noise_rate = collision_rate(
+                labels, label_noise=self.label_noise, class_conditional=self.class_conditional
+            )
+
+    def sampler(self) -> NegativeSampler:
+        k = self.schedule.k
+        return ClassConditionalSampler(k) if self.class_conditional else UniformSampler(k)
+
+    def forward(self, z1: Tensor, z2: Tensor, labels: Tensor, index: Tensor) -> Tensor:
+        loss = super().forward(z1, z2, labels, index)
+        with torch.no_grad():
+            a, p = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+            scores = a @ p.T
+            true_negatives = labels.unsqueeze(1) != labels.unsqueeze(0)
+            if bool(true_negatives.any()):
+                self.schedule.update(ranking_quality(scores.diagonal(), scores, true_negatives))
+        return loss
+
+    def epoch_metrics(self) -> dict[str, float]:
+        return {"k": float(self.schedule.k), "q": float(self.schedule.q), "noise_rate": self.schedule.noise_rate}

@@ -317,10 +317,12 @@ def train_strategy(
 
 
 def write_history(paths: RunPaths, rows: list[dict[str, Any]]) -> None:
+    """One row per (strategy, epoch): the common fields, then any scalar a strategy logged (e.g. ANS's K)."""
+    extra = sorted({k for row in rows for k, v in row.items() if k not in HISTORY_FIELDS and isinstance(v, float)})
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=[*HISTORY_FIELDS, *extra], lineterminator="\n", restval="")
     writer.writeheader()
-    writer.writerows({k: row[k] for k in HISTORY_FIELDS} for row in rows)
+    writer.writerows({k: row[k] for k in (*HISTORY_FIELDS, *extra) if k in row} for row in rows)
     write_text(paths.history, buffer.getvalue())
 
 
@@ -363,3 +365,15 @@ def run_experiment(
     }
     write_json(paths.metrics, metrics)
     return metrics
+
+
+def read_logged_estimates(run_dir: str | Path) -> tuple[float, float]:
+    """``(noise_rate, q)`` logged at the last epoch by a strategy that estimates them (ANS) in ``run_dir``."""
+    results = sorted((Path(run_dir) / "results").glob("*.json"))
+    for path in results:
+        if path.name.startswith("_"):
+            continue
+        history = read_json(path)["history"]
+        if history and "q" in history[-1] and "noise_rate" in history[-1]:
+            return float(history[-1]["noise_rate"]), float(history[-1]["q"])
+    raise ValueError(f"no strategy in {run_dir} logged noise_rate and q (run the 'ans' strategy)")
