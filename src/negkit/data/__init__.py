@@ -9,6 +9,7 @@ from negkit.data.registry import (
     load_dataset,
     register_dataset,
     stratified_split,
+    with_label_noise,
 )
 from negkit.data.views import ViewConfig, random_views
 
@@ -23,4 +24,5 @@ __all__ = [
     "random_views",
     "register_dataset",
     "stratified_split",
+    "with_label_noise",
 ]

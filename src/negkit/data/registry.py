@@ -21,6 +21,8 @@ class DatasetSplits:
         train_y, test_y: ``[N]`` int64 class ids in ``[0, num_classes)``.
         num_classes: number of classes.
         description: one line for reports (source, sizes, split).
+        train_y_clean: the true training labels when ``train_y`` carries injected label noise (``None``: clean).
+            Training sees ``train_y``; evaluation uses :attr:`clean_train_y`.
     """
 
     name: str
@@ -30,6 +32,11 @@ class DatasetSplits:
     test_y: Tensor
     num_classes: int
     description: str
+    train_y_clean: Tensor | None = None
+
+    @property
+    def clean_train_y(self) -> Tensor:
+        return self.train_y if self.train_y_clean is None else self.train_y_clean
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -60,13 +67,32 @@ def list_datasets(pattern: str = "*") -> list[str]:
     return sorted(name for name in _DATASETS if fnmatch.fnmatch(name, pattern))
 
 
-def load_dataset(name: str, *, seed: int = 0, **options: Any) -> DatasetSplits:
-    """Load the dataset registered as ``name``; ``seed`` fixes any random split."""
+def load_dataset(name: str, *, seed: int = 0, label_noise: float = 0.0, **options: Any) -> DatasetSplits:
+    """Load the dataset registered as ``name``; ``seed`` fixes any random split.
+
+    ``label_noise`` (any dataset) replaces that share of the *training* labels by a uniformly drawn other class
+    (symmetric noise, seeded); the true labels stay available for evaluation.
+    """
     try:
         loader = _DATASETS[name]
     except KeyError:
         raise ValueError(f"unknown dataset {name!r}; registered: {', '.join(list_datasets())}") from None
-    return loader(seed=seed, **options)
+    data = loader(seed=seed, **options)
+    return with_label_noise(data, label_noise, seed) if label_noise else data
+
+
+def with_label_noise(data: DatasetSplits, rate: float, seed: int) -> DatasetSplits:
+    """Symmetric label noise on the training split: each label, with probability ``rate``, becomes one of the
+    other ``num_classes − 1`` classes uniformly (seeded). Test labels are untouched."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"label_noise must be in [0, 1), got {rate}")
+    generator = torch.Generator().manual_seed(10_000 + seed)
+    clean = data.train_y
+    flip = torch.rand(len(clean), generator=generator) < rate
+    shift = torch.randint(1, data.num_classes, (len(clean),), generator=generator)
+    noisy = torch.where(flip, (clean + shift) % data.num_classes, clean)
+    description = f"{data.description}; symmetric label noise {rate:.0%} on train ({int(flip.sum())} flipped)"
+    return DatasetSplits(data.name, data.train_x, noisy, data.test_x, data.test_y, data.num_classes, description, clean)
 
 
 def stratified_split(labels: Tensor, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:

@@ -113,7 +113,7 @@ PROBE_SIZE = 512
 
 def probe_views(data: DatasetSplits, views: ViewConfig, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """A fixed probe batch (the first ``PROBE_SIZE`` training samples) and two seeded views of it."""
-    x, y = data.train_x[:PROBE_SIZE], data.train_y[:PROBE_SIZE]
+    x, y = data.train_x[:PROBE_SIZE], data.clean_train_y[:PROBE_SIZE]
     generator = torch.Generator().manual_seed(seed)
     return random_views(x, views, generator), random_views(x, views, generator), y, torch.arange(len(x))
 
@@ -131,7 +131,7 @@ def probe_negatives(
         anchors,
         pool,
         anchor_labels=labels,
-        pool_labels=data.train_y,
+        pool_labels=data.clean_train_y,
         anchor_ids=ids,
         pool_ids=torch.arange(len(pool)),
         positives=positives,
@@ -142,7 +142,7 @@ def probe_negatives(
         pool,
         negatives,
         anchor_labels=labels,
-        pool_labels=data.train_y,
+        pool_labels=data.clean_train_y,
         positives=positives,
         anchor_ids=ids,
         pool_ids=torch.arange(len(pool)),
@@ -188,7 +188,7 @@ def evaluate_embedding(
 def raw_baseline(data: DatasetSplits, config: RunConfig) -> dict[str, float]:
     """The same metrics on flattened raw inputs: what a learned embedding has to beat."""
     train, test = data.train_x.flatten(1), data.test_x.flatten(1)
-    return evaluate_embedding(train, data.train_y, test, data.test_y, config)
+    return evaluate_embedding(train, data.clean_train_y, test, data.test_y, config)
 
 
 def train_strategy(
@@ -255,7 +255,7 @@ def train_strategy(
         seconds = time.perf_counter() - started
         knn = knn_accuracy(
             embed(model, data.train_x),
-            data.train_y,
+            data.clean_train_y,
             embed(model, data.test_x),
             data.test_y,
             k=config.eval.knn_k,
@@ -299,7 +299,7 @@ def train_strategy(
     view_a = embed(model, random_views(data.test_x, views, pair_generator))
     view_b = embed(model, random_views(data.test_x, views, pair_generator))
     metrics: dict[str, Any] = evaluate_embedding(
-        train_features, data.train_y, test_features, data.test_y, config, positive_pairs=(view_a, view_b)
+        train_features, data.clean_train_y, test_features, data.test_y, config, positive_pairs=(view_a, view_b)
     )
     metrics["false_negative_rate"] = sum(r["false_negative_rate"] for r in history) / len(history)
     metrics["negatives"] = probe_negatives(model, strategy, data, views, batch_size, config.seed + 11)
