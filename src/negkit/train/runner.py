@@ -309,7 +309,7 @@ def train_strategy(
     spec = get_strategy(parse_strategy_entry(name)[0])
     metrics["strategy"] = spec.name
     metrics["description"] = spec.description
-    metrics["uses_labels"] = spec.uses_labels
+    metrics["uses_labels"] = bool(getattr(strategy, "uses_labels", spec.uses_labels))  # variants may add labels
     metrics["params"] = {**spec.defaults(), **config.params_for(name)}
     save_torch(paths.embedding(name), {"features": test_features, "labels": data.test_y})
     write_json(paths.result(name), {"metrics": metrics, "history": history})
