@@ -95,3 +95,26 @@ def test_false_negative_rate_of_in_batch_negatives():
     # Each anchor has 3 in-batch negatives, one of which shares its label.
     assert create_strategy("simclr").false_negative_rate(labels) == pytest.approx(1 / 3)
     assert create_strategy("scl").false_negative_rate(labels) == 0.0
+
+
+def test_class_conditional_in_batch_negatives_are_label_masked_too():
+    from negkit.losses import info_nce
+
+    strategy = bound("class-k", k=4, in_batch=True)
+    strategy.generator = torch.Generator().manual_seed(3)
+    z1, z2, labels = torch.randn(12, 8), torch.randn(12, 8), torch.arange(12) % 3
+    loss = strategy(z1, z2, labels, torch.arange(12))
+    fresh = bound("class-k", k=4, in_batch=True)
+    fresh.generator = torch.Generator().manual_seed(3)
+    negatives = fresh.sampler().sample(
+        z1,
+        fresh.cache.table,
+        anchor_labels=labels,
+        pool_labels=fresh.cache.labels,
+        anchor_ids=torch.arange(12),
+        pool_ids=torch.arange(200),
+        positives=z2,
+        generator=fresh.generator,
+    )
+    expected = info_nce(z1, z2, fresh.cache.table[negatives.indices], labels=labels, temperature=0.1)
+    torch.testing.assert_close(loss, expected)

@@ -73,7 +73,11 @@ class CachedNegatives(StrategyLoss):
         gathered = negatives.gather(cache.table)
         if not self.importance_weights or gathered.log_weights is None:
             gathered = gathered._replace(log_weights=None)
-        loss = info_nce(z1, z2, gathered, temperature=self.temperature, in_batch_negatives=self.in_batch)
+        # With in-batch negatives too, a class-conditional strategy also removes same-label rows of the batch.
+        batch_labels = labels if self.in_batch and self.masks_same_label_negatives else None
+        loss = info_nce(
+            z1, z2, gathered, temperature=self.temperature, in_batch_negatives=self.in_batch, labels=batch_labels
+        )
         cache.update(index, z2.detach(), labels)
         cache.tick()
         return loss
