@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from negkit._validation import (
@@ -13,7 +14,8 @@ from negkit._validation import (
     check_similarity,
     check_tensor,
 )
-from negkit.losses.functional.core import nce_rows, reduce_loss, similarity_logits
+from negkit.losses.functional.core import compute_dtype, nce_rows, reduce_loss, require_negatives, similarity_logits
+from negkit.losses.functional.tiled import tiled_logsumexp
 from negkit.negatives.types import GatheredNegatives
 
 
@@ -29,6 +31,7 @@ def info_nce(
     symmetric: bool = False,
     similarity: str = "cosine",
     reduction: str = "mean",
+    chunk_size: int | None = None,
 ) -> Tensor:
     """InfoNCE (van den Oord et al., 2018; the NT-Xent of SimCLR, Chen et al., 2020) with one positive each.
 
@@ -61,6 +64,12 @@ def info_nce(
             candidates). In-batch only: explicit negatives are not allowed.
         similarity: ``"cosine"`` (inputs L2-normalised inside) or ``"dot"``.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (``[B]``; the two directions averaged if symmetric).
+        chunk_size: compute the denominator over column tiles of this many candidates with a custom autograd
+            function that stores only the per-row log-sum-exp and recomputes tiles in backward (memory
+            O(B·chunk + (B+N)·d) instead of O(B·N); :mod:`negkit.losses.functional.tiled`). ``None`` tiles
+            automatically (chunks of 1,024) once the logits would exceed ``AUTO_TILE_LOGITS`` = 2²⁶ entries
+            (256 MB in float32). The tiled path covers in-batch and shared ``[K,d]`` negatives with ``[K]``
+            log-weights and a float temperature; other inputs use the plain path.
 
     Raises:
         ValueError: on shape, dtype or device mismatches, non-finite inputs, a temperature ≤ 0, labels of
@@ -108,13 +117,88 @@ def info_nce(
     if not in_batch_negatives and negatives is None:
         raise ValueError("no negatives: in_batch_negatives=False and negatives is None")
 
-    forward = _one_direction(
-        anchor, positive, negatives, temperature, labels, in_batch_negatives, negative_log_weights, similarity
+    columns = (batch if in_batch_negatives else 0) + (0 if negatives is None else negatives.shape[-2])
+    tiled = _use_tiles(chunk_size, batch * columns, negatives, negative_log_weights, temperature)
+    direction = _one_direction_tiled if tiled else _one_direction
+    extra = {"chunk_size": chunk_size or AUTO_CHUNK} if tiled else {}
+    forward = direction(
+        anchor, positive, negatives, temperature, labels, in_batch_negatives, negative_log_weights, similarity, **extra
     )
     if symmetric:
-        backward = _one_direction(positive, anchor, None, temperature, labels, in_batch_negatives, None, similarity)
+        backward = direction(positive, anchor, None, temperature, labels, in_batch_negatives, None, similarity, **extra)
         forward = 0.5 * (forward + backward)
     return reduce_loss(forward, reduction)
+
+
+#: Above this many logits per direction, ``info_nce`` tiles the denominator even without ``chunk_size``.
+AUTO_TILE_LOGITS = 1 << 26
+AUTO_CHUNK = 1024
+
+
+def _use_tiles(
+    chunk_size: int | None,
+    logits: int,
+    negatives: Tensor | None,
+    negative_log_weights: Tensor | None,
+    temperature: float | Tensor,
+) -> bool:
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    supported = (
+        (negatives is None or negatives.dim() == 2)
+        and (negative_log_weights is None or negative_log_weights.dim() == 1)
+        and not (isinstance(temperature, Tensor) and temperature.requires_grad)
+    )
+    return supported and (chunk_size is not None or logits > AUTO_TILE_LOGITS)
+
+
+def _one_direction_tiled(
+    anchor: Tensor,
+    positive: Tensor,
+    negatives: Tensor | None,
+    temperature: float | Tensor,
+    labels: Tensor | None,
+    in_batch_negatives: bool,
+    negative_log_weights: Tensor | None,
+    similarity: str,
+    *,
+    chunk_size: int,
+) -> Tensor:
+    """Per-anchor InfoNCE ``[B]`` with the denominator's log-sum-exp over column tiles (same value and gradient
+    as :func:`_one_direction`)."""
+    batch = anchor.shape[0]
+    dtype = compute_dtype(anchor.dtype)
+    a, p = anchor.to(dtype), positive.to(dtype)
+    if similarity == "cosine":
+        a, p = F.normalize(a, dim=-1), F.normalize(p, dim=-1)
+    scale = 1.0 / float(temperature)
+    positive_logits = (a * p).sum(dim=1) * scale
+    has_negative = torch.zeros(batch, dtype=torch.bool, device=anchor.device)
+    parts = [] if in_batch_negatives else [positive_logits]
+    if in_batch_negatives:
+        own = torch.arange(batch, device=anchor.device)
+        parts.append(
+            tiled_logsumexp(a, p, scale, row_labels=labels, col_labels=labels, own_column=own, chunk_size=chunk_size)
+        )
+        if labels is None:
+            has_negative |= batch > 1
+        else:
+            ordered = labels.sort().values
+            same = torch.searchsorted(ordered, labels, right=True) - torch.searchsorted(ordered, labels)
+            has_negative |= same < batch
+    if negatives is not None:
+        n = negatives.to(dtype)
+        if similarity == "cosine":
+            n = F.normalize(n, dim=-1)
+        weights = None if negative_log_weights is None else negative_log_weights.to(dtype)
+        parts.append(tiled_logsumexp(a, n, scale, log_weights=weights, chunk_size=chunk_size))
+        has_negative |= True
+    require_negatives(
+        torch.where(has_negative, 0.0, float("-inf")),
+        context="labels removed every in-batch candidate" if labels is not None else "",
+    )
+    log_denominator = parts[0] if len(parts) == 1 else torch.logaddexp(*parts)
+    return log_denominator - positive_logits
 
 
 def _one_direction(

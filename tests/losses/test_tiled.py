@@ -1,0 +1,97 @@
+"""The tiled (memory-saving) path of info_nce equals the plain path in value and gradient."""
+
+import pytest
+import torch
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import negkit.losses.functional.nce as nce
+from negkit.losses import info_nce
+from negkit.losses.functional.tiled import tiled_logsumexp
+from tests.losses.helpers import randint, randn
+
+cases = st.tuples(
+    st.integers(1, 9),  # B
+    st.integers(0, 6),  # K shared negatives
+    st.integers(1, 11),  # chunk size
+    st.booleans(),  # labels
+    st.booleans(),  # log-weights
+    st.booleans(),  # symmetric
+    st.sampled_from(["cosine", "dot"]),
+    st.integers(0, 2**31 - 1),
+)
+
+
+@given(cases)
+def test_tiled_equals_plain_in_value_and_gradient(case):
+    B, K, chunk, use_labels, use_weights, symmetric, similarity, seed = case
+    if symmetric:
+        K = 0
+    a, p = randn(seed, B, 5, requires_grad=True), randn(seed + 1, B, 5, requires_grad=True)
+    negatives = randn(seed + 2, K, 5, requires_grad=True) if K else None
+    weights = randn(seed + 3, K, requires_grad=True) if K and use_weights else None
+    labels = randint(seed + 4, 3, B) if use_labels else None
+    has_in_batch_negative = B > 1 and (labels is None or bool((torch.bincount(labels)[labels] < B).all()))
+    assume(K > 0 or has_in_batch_negative)
+    kwargs = dict(
+        negative_log_weights=weights,
+        labels=labels,
+        symmetric=symmetric,
+        similarity=similarity,
+        temperature=0.3,
+        reduction="none",
+    )
+    plain = info_nce(a, p, negatives, **kwargs)
+    tiled = info_nce(a, p, negatives, chunk_size=chunk, **kwargs)
+    torch.testing.assert_close(tiled, plain)
+    inputs = [t for t in (a, p, negatives, weights) if t is not None]
+    weights_out = torch.linspace(0.5, 1.5, B, dtype=plain.dtype)  # a non-uniform upstream gradient
+    for g_tiled, g_plain in zip(
+        torch.autograd.grad((tiled * weights_out).sum(), inputs),
+        torch.autograd.grad((plain * weights_out).sum(), inputs),
+        strict=True,
+    ):
+        torch.testing.assert_close(g_tiled, g_plain)
+
+
+def test_gradcheck_of_the_tiled_function():
+    a, c = randn(0, 4, 3, requires_grad=True), randn(1, 6, 3, requires_grad=True)
+    w = randn(2, 6, requires_grad=True)
+    labels, col_labels = torch.tensor([0, 1, 0, 2]), torch.tensor([0, 1, 2, 0, 1, 2])
+    assert torch.autograd.gradcheck(
+        lambda a, c, w: tiled_logsumexp(
+            a,
+            c,
+            2.0,
+            log_weights=w,
+            row_labels=labels,
+            col_labels=col_labels,
+            own_column=torch.tensor([0, 1, 2, 3]),
+            chunk_size=4,
+        ),
+        (a, c, w),
+    )
+
+
+def test_automatic_tiling_above_the_threshold_and_errors(monkeypatch):
+    a, p = randn(0, 6, 4), randn(1, 6, 4)
+    plain = info_nce(a, p)
+    calls = []
+    original = nce.tiled_logsumexp
+    monkeypatch.setattr(nce, "tiled_logsumexp", lambda *args, **kw: calls.append(kw) or original(*args, **kw))
+    monkeypatch.setattr(nce, "AUTO_TILE_LOGITS", 10)
+    torch.testing.assert_close(info_nce(a, p), plain)
+    assert calls and calls[0]["chunk_size"] == nce.AUTO_CHUNK
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        info_nce(a, p, chunk_size=0)
+    with pytest.raises(ValueError, match=r"anchors \[0, 1, 2, 3, 4, 5\] have no negative left after masking"):
+        info_nce(a, p, labels=torch.zeros(6, dtype=torch.long), chunk_size=2)
+
+
+def test_low_temperature_stays_finite_when_tiled():
+    a = randn(0, 64, 16).float().requires_grad_(True)
+    p = (a.detach() + 0.01 * randn(1, 64, 16).float()).requires_grad_(True)
+    loss = info_nce(a, p, temperature=0.01, chunk_size=7)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(a.grad).all()
+    torch.testing.assert_close(loss, info_nce(a.detach(), p.detach(), temperature=0.01), rtol=1e-5, atol=1e-5)
