@@ -1,0 +1,113 @@
+"""Negatives across processes: gather embeddings from every rank with gradients, and InfoNCE of local anchors
+against the global batch.
+
+``gather(x)`` concatenates ``x [b, ...]`` from all ranks (rank order) in a tiny autograd function whose backward
+mirrors the forward exchange: the gradient arriving at the global tensor is summed over ranks (all-reduce) and
+each rank keeps its own slice. Every rank computes the loss of its *local* anchors against *global*
+candidates; with gradients averaged over ranks (DDP's default) the parameters move exactly as in
+single-process training on the concatenated batch (tested with two gloo processes).
+
+Offsets live in one place: ``GlobalBatch`` carries the gathered tensors and ``offset = rank · b``, the
+global index of this rank's first row (so local anchor i's positive is global column ``offset + i``).
+Requires equal local batch sizes on every rank.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.autograd import Function
+
+from negkit._validation import check_positive_scalar, check_reduction, check_tensor
+from negkit.losses.functional.core import nce_rows, reduce_loss, require_negatives, similarity_logits
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)``, ``(0, 1)`` when torch.distributed is not initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _Gather(Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]  # noqa: ANN001
+        rank, size = world()
+        ctx.rank, ctx.rows = rank, x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(size)]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]  # noqa: ANN001
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # every rank's loss contributes to every rank's rows
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
+def gather(x: Tensor) -> Tensor:
+    """``[world · b, ...]``: ``x`` from every rank, differentiable; ``x`` itself when not distributed."""
+    if world()[1] == 1:
+        return x
+    if not x.is_floating_point():
+        parts = [torch.empty_like(x) for _ in range(world()[1])]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+    return _Gather.apply(x)
+
+
+class GlobalBatch(NamedTuple):
+    """Gathered tensors and this rank's offset: local row i is global row ``offset + i``."""
+
+    embeddings: Tensor
+    labels: Tensor | None
+    offset: int
+
+
+def gather_batch(embeddings: Tensor, labels: Tensor | None = None) -> GlobalBatch:
+    rank, _ = world()
+    return GlobalBatch(gather(embeddings), None if labels is None else gather(labels), rank * embeddings.shape[0])
+
+
+def global_info_nce(
+    anchor: Tensor,
+    positive: Tensor,
+    *,
+    temperature: float = 0.1,
+    labels: Tensor | None = None,
+    symmetric: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
+    """InfoNCE of this rank's anchors ``[b, d]`` against the positives of *all* ranks.
+
+    Which negatives each anchor sees: the other ``world · b − 1`` positives of the global batch (minus those
+    with the anchor's label when ``labels [b]`` is given). With one process it equals
+    ``info_nce(anchor, positive, labels=labels, symmetric=symmetric)``.
+    """
+    check_positive_scalar("temperature", temperature)
+    check_reduction(reduction)
+    check_tensor("anchor", anchor, 2)
+    check_tensor("positive", positive, 2)
+    if anchor.shape != positive.shape:
+        raise ValueError(f"positive must have the shape of anchor {tuple(anchor.shape)}, got {tuple(positive.shape)}")
+    losses = _local_against_global(anchor, gather_batch(positive, labels), labels, temperature)
+    if symmetric:
+        losses = 0.5 * (losses + _local_against_global(positive, gather_batch(anchor, labels), labels, temperature))
+    return reduce_loss(losses, reduction)
+
+
+def _local_against_global(anchor: Tensor, candidates: GlobalBatch, labels: Tensor | None, temperature: float) -> Tensor:
+    rows = torch.arange(anchor.shape[0], device=anchor.device)
+    logits = similarity_logits(anchor, candidates.embeddings, temperature)  # [b, world·b]
+    own = candidates.offset + rows
+    positive_logits = logits[rows, own].unsqueeze(1)
+    negative_mask = torch.ones_like(logits, dtype=torch.bool)
+    if labels is not None:
+        negative_mask = labels.unsqueeze(1) != candidates.labels.unsqueeze(0)
+    negatives_left = negative_mask.sum(dim=1) - negative_mask[rows, own].long()
+    require_negatives(torch.where(negatives_left > 0, 0.0, float("-inf")), context="in the global batch")
+    negative_mask[rows, own] = True  # the positive stays in the denominator, as in info_nce
+    return nce_rows(positive_logits, logits, negative_mask=negative_mask, include_positive=False).loss
