@@ -1,10 +1,16 @@
-"""Tiled InfoNCE against the plain ``F.cross_entropy(q @ k.T / T)`` path: forward + backward time and peak memory.
+"""negkit's losses against plain torch and pytorch-metric-learning: forward + backward time and peak memory.
 
-Each (method, B) runs in a fresh process (this script re-invoked with ``--worker``); peak RSS growth over the
+Part 1, cross-view InfoNCE with B = N (in-batch): ``F.cross_entropy(q @ k.T / T)`` (plain torch) against negkit's
+tiled ``info_nce(chunk_size=...)``, B ∈ ``--sizes``.
+Part 2, SupCon / NT-Xent over 2B embeddings of B pairs (labels = pair ids, so every anchor has one positive and
+the loss is NT-Xent): pytorch-metric-learning ``SupConLoss`` and ``NTXentLoss`` (where they fit in memory) against
+negkit ``sup_con`` plain and tiled, B ∈ ``--pairs``.
+
+Each (method, size) runs in a fresh process (this script re-invoked with ``--worker``); peak RSS growth over the
 RSS after creating the inputs is read from ``resource.getrusage``; time is the median of ``--repeats`` calls after
-one warm-up, torch with 2 threads. B = N (in-batch), d = 128, float32, cosine, T = 0.1.
+one warm-up, torch with 2 threads. d = 128, float32, cosine, T = 0.1. Ratios are negkit tiled / the other.
 Writes ``benchmarks/results/tiled.json`` and ``tiled.md``. Usage:
-``python benchmarks/bench_tiled.py [--sizes 1024,4096,16384] [--chunk 1024] [--repeats 3]``.
+``python benchmarks/bench_tiled.py [--sizes 1024,4096,16384] [--pairs 1024,4096] [--chunk 1024] [--repeats 3]``.
 """
 
 from __future__ import annotations
@@ -35,20 +41,31 @@ def worker(method: str, size: int, chunk: int, repeats: int) -> None:
     import torch
     import torch.nn.functional as F
 
-    from negkit.losses import info_nce
+    from negkit.losses import info_nce, sup_con
 
     torch.set_num_threads(2)
     generator = torch.Generator().manual_seed(0)
     q = torch.randn(size, 128, generator=generator).requires_grad_(True)
     k = torch.randn(size, 128, generator=generator).requires_grad_(True)
     target = torch.arange(size)
+    pair_labels = torch.arange(size).repeat(2)
+    if method.startswith("pml"):
+        from pytorch_metric_learning import losses as pml
+
+        pml_loss = pml.SupConLoss(temperature=0.1) if method == "pml_supcon" else pml.NTXentLoss(temperature=0.1)
     baseline = rss_mb()
 
     def step() -> float:
         if method == "plain":
             loss = F.cross_entropy(F.normalize(q, dim=1) @ F.normalize(k, dim=1).T / 0.1, target)
-        else:
+        elif method == "tiled":
             loss = info_nce(q, k, temperature=0.1, chunk_size=chunk)
+        elif method.startswith("pml"):
+            loss = pml_loss(torch.cat([q, k]), pair_labels)
+        elif method == "supcon_plain":
+            loss = sup_con(torch.cat([q, k]), pair_labels, temperature=0.1)
+        else:
+            loss = sup_con(torch.cat([q, k]), pair_labels, temperature=0.1, chunk_size=chunk)
         loss.backward()
         q.grad = k.grad = None
         return float(loss)
@@ -71,27 +88,43 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1024,4096,16384")
+    parser.add_argument("--pairs", default="1024,4096")
     parser.add_argument("--chunk", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    rows = []
-    for size in (int(s) for s in args.sizes.split(",")):
-        row = {"B": size}
-        for method in ("plain", "tiled"):
-            out = subprocess.run(
-                [sys.executable, __file__, "--worker", method, str(size), str(args.chunk), str(args.repeats)],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            row[method] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(size, method, row[method], flush=True)
-        rows.append(row)
+
+    def run(method: str, size: int) -> dict:
+        out = subprocess.run(
+            [sys.executable, __file__, "--worker", method, str(size), str(args.chunk), str(args.repeats)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode != 0:
+            return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        print(method, size, result, flush=True)
+        return result
+
+    rows = [
+        {"B": size, "plain": run("plain", size), "tiled": run("tiled", size)}
+        for size in (int(s) for s in args.sizes.split(","))
+    ]
+    pair_rows = []
+    for size in (int(s) for s in args.pairs.split(",")):
+        row = {"pairs": size}
+        for method in ("pml_supcon", "pml_ntxent", "supcon_plain", "supcon_tiled"):
+            # PML's NTXentLoss enumerates pair tuples (memory ~ 8B^3): only the smallest size fits.
+            row[method] = run(method, size) if method != "pml_ntxent" or size <= 1024 else {"error": "skipped: ~8B^3"}
+        pair_rows.append(row)
     info = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "chunk": args.chunk, "cpus": os.cpu_count()}
     lines = [
-        "# Tiled InfoNCE vs plain cross_entropy(q @ k.T / T)",
+        "# negkit losses vs plain torch and pytorch-metric-learning",
         "",
-        f"{info['date']} · chunk {args.chunk} · d = 128 · fp32 · forward + backward · median of {args.repeats}.",
+        f"{info['date']} · chunk {args.chunk} · d = 128 · fp32 · forward + backward · median of {args.repeats} · "
+        "ΔMB = peak RSS growth over the inputs.",
+        "",
+        "## InfoNCE, B = N in-batch: tiled `info_nce` vs `F.cross_entropy(q @ k.T / T)`",
         "",
         "| B = N | plain s | tiled s | time ratio | plain ΔMB | tiled ΔMB | memory ratio | same loss |",
         "|---|---|---|---|---|---|---|---|",
@@ -104,6 +137,26 @@ def main() -> None:
             f"{p['growth_mb']:.0f} | {t['growth_mb']:.0f} | {t['growth_mb'] / max(p['growth_mb'], 1e-9):.3f}× | "
             f"{'yes' if same else 'no'} |"
         )
+    lines += [
+        "",
+        "## NT-Xent / SupCon over 2B embeddings of B pairs",
+        "",
+        "| pairs | method | loss | s | ΔMB | negkit tiled memory ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in pair_rows:
+        tiled = row["supcon_tiled"]
+        for method in ("pml_supcon", "pml_ntxent", "supcon_plain", "supcon_tiled"):
+            r = row[method]
+            if "error" in r:
+                lines.append(f"| {row['pairs']:,} | {method} | – | – | – | {r['error']} |")
+                continue
+            ratio = tiled["growth_mb"] / max(r["growth_mb"], 1e-9) if "growth_mb" in tiled else float("nan")
+            lines.append(
+                f"| {row['pairs']:,} | {method} | {r['loss']:.4f} | {r['seconds']:.2f} | "
+                f"{r['growth_mb']:.0f} | {ratio:.3f}× |"
+            )
+    rows = {"infonce": rows, "pairs": pair_rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name, text in (
         ("tiled.json", json.dumps({"info": info, "rows": rows}, indent=2) + "\n"),

@@ -95,3 +95,22 @@ def test_low_temperature_stays_finite_when_tiled():
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(a.grad).all()
     torch.testing.assert_close(loss, info_nce(a.detach(), p.detach(), temperature=0.01), rtol=1e-5, atol=1e-5)
+
+
+@given(st.integers(2, 14), st.integers(1, 5), st.integers(1, 9), st.integers(0, 2**31 - 1))
+def test_tiled_sup_con_equals_plain(N, classes, chunk, seed):
+    from negkit.losses import sup_con
+
+    x = randn(seed, N, 4, requires_grad=True)
+    labels = randint(seed + 1, classes, N)
+    assume(bool((torch.bincount(labels) > 1).any()))
+    plain = sup_con(x, labels, temperature=0.2, reduction="none")
+    tiled = sup_con(x, labels, temperature=0.2, reduction="none", chunk_size=chunk)
+    torch.testing.assert_close(tiled, plain)
+    torch.testing.assert_close(sup_con(x, labels, chunk_size=chunk), sup_con(x, labels))
+    upstream = torch.linspace(0.5, 1.5, N, dtype=plain.dtype)
+    torch.testing.assert_close(
+        torch.autograd.grad((tiled * upstream).sum(), x)[0], torch.autograd.grad((plain * upstream).sum(), x)[0]
+    )
+    with pytest.raises(ValueError, match="no anchor has a positive"):
+        sup_con(x, torch.arange(N), chunk_size=chunk)

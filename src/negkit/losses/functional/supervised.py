@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from negkit._validation import check_labels, check_positive_scalar, check_reduction, check_tensor
-from negkit.losses.functional.core import nce_rows, reduce_loss, similarity_logits
+from negkit.losses.functional.core import compute_dtype, nce_rows, reduce_loss, similarity_logits
+from negkit.losses.functional.nce import AUTO_CHUNK, AUTO_TILE_LOGITS
+from negkit.losses.functional.tiled import tiled_logsumexp
 
 
 def sup_con(
@@ -15,6 +18,7 @@ def sup_con(
     *,
     temperature: float | Tensor = 0.1,
     reduction: str = "mean",
+    chunk_size: int | None = None,
 ) -> Tensor:
     """Supervised contrastive loss L_out (Khosla et al., NeurIPS 2020, Eq. 2).
 
@@ -32,6 +36,10 @@ def sup_con(
         labels: ``[N]`` class ids. Two views of one image carry the same id.
         temperature: T > 0.
         reduction: ``"mean"`` over anchors with a positive | ``"sum"`` | ``"none"`` (``[N]``).
+        chunk_size: compute the denominator in column tiles (memory O(N·chunk) instead of O(N²); see
+            :mod:`negkit.losses.functional.tiled`). The positive term needs no tiles: the mean positive logit
+            of row i is ``a_i · (S_{y_i} − a_i) / (T·|P(i)|)`` with ``S_c`` the sum of class c's rows.
+            ``None`` tiles automatically above 2²⁶ logits (float temperature only).
 
     Raises:
         ValueError: bad shapes or values, or no anchor has a positive.
@@ -40,6 +48,12 @@ def sup_con(
     check_reduction(reduction)
     check_tensor("embeddings", embeddings, 2)
     labels = check_labels("labels", labels, embeddings.shape[0], embeddings.device)
+    n = embeddings.shape[0]
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    learnable = isinstance(temperature, torch.Tensor) and temperature.requires_grad
+    if not learnable and (chunk_size is not None or n * n > AUTO_TILE_LOGITS):
+        return _sup_con_tiled(embeddings, labels, float(temperature), reduction, chunk_size or AUTO_CHUNK)
     logits = similarity_logits(embeddings, embeddings, temperature)
     not_self = ~torch.eye(embeddings.shape[0], dtype=torch.bool, device=embeddings.device)
     same_label = labels.unsqueeze(0) == labels.unsqueeze(1)
@@ -48,3 +62,19 @@ def sup_con(
         raise ValueError("sup_con: no anchor has a positive (every label occurs once in labels)")
     rows = nce_rows(logits, logits, positive_mask=positive_mask, negative_mask=not_self, include_positive=False)
     return reduce_loss(rows.loss, reduction, weights=(rows.num_positives > 0).to(rows.loss.dtype))
+
+
+def _sup_con_tiled(embeddings: Tensor, labels: Tensor, temperature: float, reduction: str, chunk: int) -> Tensor:
+    """L_out with the denominator in tiles and the positive term from per-class sums (no [N, N] tensor)."""
+    a = F.normalize(embeddings.to(compute_dtype(embeddings.dtype)), dim=1)
+    n = a.shape[0]
+    ids = torch.arange(n, device=a.device)
+    log_denominator = tiled_logsumexp(a, a, 1.0 / temperature, row_labels=ids, col_labels=ids, chunk_size=chunk)
+    classes, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    class_sums = torch.zeros(len(classes), a.shape[1], dtype=a.dtype, device=a.device).index_add(0, inverse, a)
+    positives = (counts[inverse] - 1).to(a.dtype)
+    if not bool((positives > 0).any()):
+        raise ValueError("sup_con: no anchor has a positive (every label occurs once in labels)")
+    positive_sum = (a * (class_sums[inverse] - a)).sum(dim=1) / temperature
+    loss = log_denominator - positive_sum / positives.clamp(min=1)
+    return reduce_loss(loss, reduction, weights=(positives > 0).to(loss.dtype))
