@@ -10,7 +10,7 @@ Each (method, size) runs in a fresh process (this script re-invoked with ``--wor
 RSS after creating the inputs is read from ``resource.getrusage``; time is the median of ``--repeats`` calls after
 one warm-up, torch with 2 threads. d = 128, float32, cosine, T = 0.1. Ratios are negkit tiled / the other.
 Writes ``benchmarks/results/tiled.json`` and ``tiled.md``. Usage:
-``python benchmarks/bench_tiled.py [--sizes 1024,4096,16384] [--pairs 1024,4096] [--chunk 256] [--repeats 3]``.
+``python benchmarks/bench_tiled.py [--sizes 1024,4096,16384] [--pairs 1024,4096] [--chunk 128] [--repeats 3]``.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1024,4096,16384")
     parser.add_argument("--pairs", default="1024,4096")
-    parser.add_argument("--chunk", type=int, default=256)
+    parser.add_argument("--chunk", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 

@@ -67,7 +67,7 @@ def info_nce(
         chunk_size: compute the denominator over column tiles of this many candidates with a custom autograd
             function that stores only the per-row log-sum-exp and recomputes tiles in backward (memory
             O(B·chunk + (B+N)·d) instead of O(B·N); :mod:`negkit.losses.functional.tiled`). ``None`` tiles
-            automatically (chunks of 256) once the logits would exceed ``AUTO_TILE_LOGITS`` = 2²⁶ entries
+            automatically (chunks of 128) once the logits would exceed ``AUTO_TILE_LOGITS`` = 2²⁶ entries
             (256 MB in float32). The tiled path covers in-batch and shared ``[K,d]`` negatives with ``[K]``
             log-weights and a float temperature; other inputs use the plain path.
 
@@ -132,7 +132,7 @@ def info_nce(
 
 #: Above this many logits per direction, ``info_nce`` tiles the denominator even without ``chunk_size``.
 AUTO_TILE_LOGITS = 1 << 26
-AUTO_CHUNK = 256
+AUTO_CHUNK = 128
 
 
 def _use_tiles(
