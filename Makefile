@@ -40,7 +40,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_samplers.py
 	$(PY) benchmarks/bench_mcmc.py
-	$(PY) benchmarks/bench_tiled.py
+	$(VENV)/bin/negkit bench
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -178,6 +178,17 @@ def optimal_k_command(
     console.print(f"plot: {effectiveness_curve(noise, q, harm, best, k_min, k_max, plot)}")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context) -> None:
+    """Loss benchmark: negkit (plain, tiled) vs plain torch and pytorch-metric-learning, time and peak memory.
+
+    Options are passed to ``python -m negkit.bench`` (--sizes, --pairs, --chunk, --repeats, --out).
+    """
+    from negkit.bench import main as run_bench
+
+    console.print(f"report: [bold]{run_bench(list(ctx.args))}[/]")
+
+
 @app.command()
 def strategies() -> None:
     """List the registered strategies and their parameters."""
