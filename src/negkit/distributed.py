@@ -23,6 +23,7 @@ from torch.autograd import Function
 
 from negkit._validation import check_positive_scalar, check_reduction, check_tensor
 from negkit.losses.functional.core import nce_rows, reduce_loss, require_negatives, similarity_logits
+from negkit.negatives.pools import Queue
 
 
 def world() -> tuple[int, int]:
@@ -111,3 +112,17 @@ def _local_against_global(anchor: Tensor, candidates: GlobalBatch, labels: Tenso
     require_negatives(torch.where(negatives_left > 0, 0.0, float("-inf")), context="in the global batch")
     negative_mask[rows, own] = True  # the positive stays in the denominator, as in info_nce
     return nce_rows(positive_logits, logits, negative_mask=negative_mask, include_positive=False).loss
+
+
+@torch.no_grad()
+def enqueue_global(queue: Queue, embeddings: Tensor, labels: Tensor | None = None, ids: Tensor | None = None) -> None:
+    """Enqueue the rows of *every* rank, in rank order, so that all ranks hold the same queue.
+
+    Enqueueing only local rows would give each rank a different memory and, with labels, a different view of
+    which negatives are false (the cross-rank ordering problem peers report for memory banks).
+    """
+    queue.enqueue(
+        gather(embeddings.detach()),
+        None if labels is None else gather(labels),
+        None if ids is None else gather(ids),
+    )

@@ -7,8 +7,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from negkit.distributed import gather, gather_batch, global_info_nce
+from negkit.distributed import enqueue_global, gather, gather_batch, global_info_nce
 from negkit.losses import info_nce
+from negkit.negatives import Queue
 
 STEPS, WORLD, LOCAL = 3, 2, 4
 
@@ -31,9 +32,11 @@ def train_rank(rank: int, init_file: str, out: str, symmetric: bool) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     net = model()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+    queue = Queue(size=2 * WORLD * LOCAL, dim=4)
     x1, x2, labels = data()
     local = slice(rank * LOCAL, (rank + 1) * LOCAL)
     for step in range(STEPS):
+        enqueue_global(queue, net(x2[step, local]), labels[step, local], torch.arange(LOCAL) + rank * LOCAL)
         loss = global_info_nce(
             net(x1[step, local]), net(x2[step, local]), labels=labels[step, local], temperature=0.2, symmetric=symmetric
         )
@@ -46,7 +49,7 @@ def train_rank(rank: int, init_file: str, out: str, symmetric: bool) -> None:
     batch = gather_batch(torch.full((LOCAL, 2), float(rank)), torch.full((LOCAL,), rank))
     assert batch.offset == rank * LOCAL and batch.labels.tolist() == [0] * LOCAL + [1] * LOCAL
     assert gather(torch.tensor([rank])).tolist() == [0, 1]
-    torch.save(net.state_dict(), f"{out}.{rank}")
+    torch.save({**net.state_dict(), "queue_labels": queue.labels, "queue_ids": queue.ids}, f"{out}.{rank}")
     dist.destroy_process_group()
 
 
@@ -63,10 +66,14 @@ def test_two_ranks_match_single_process_training(tmp_path, symmetric):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    for rank in range(WORLD):
-        distributed = torch.load(f"{out}.{rank}")
+    saved = [torch.load(f"{out}.{rank}") for rank in range(WORLD)]
+    for distributed in saved:
         for name, value in net.state_dict().items():
             torch.testing.assert_close(distributed[name], value, rtol=1e-5, atol=1e-6)
+    # Both ranks hold the same queue: the last two global batches, in rank order.
+    assert torch.equal(saved[0]["queue_labels"], saved[1]["queue_labels"])
+    assert torch.equal(saved[0]["queue_labels"], labels[1:].flatten())
+    assert saved[0]["queue_ids"].tolist() == list(range(WORLD * LOCAL)) * 2
     assert not os.environ.get("RANK")  # the test process itself stayed single-process
 
 
