@@ -118,3 +118,11 @@ def test_class_conditional_in_batch_negatives_are_label_masked_too():
     )
     expected = info_nce(z1, z2, fresh.cache.table[negatives.indices], labels=labels, temperature=0.1)
     torch.testing.assert_close(loss, expected)
+
+
+def test_emc2_refuses_a_chain_that_recorded_nothing():
+    # One sample: both views carry the anchor's own id, so no proposal can be accepted.
+    strategy = bound("emc2", k=4)
+    z = torch.randn(1, 8)
+    with pytest.raises(ValueError, match="recorded no state"):
+        strategy(z, z + 0.1, torch.tensor([0]), torch.tensor([0]))

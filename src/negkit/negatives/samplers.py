@@ -17,6 +17,7 @@ Asking for more negatives than an anchor has eligible rows is a ``ValueError`` n
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -45,7 +46,7 @@ from negkit.negatives.sampling import (
 from negkit.negatives.types import Negatives
 
 
-class NegativeSampler:
+class NegativeSampler(abc.ABC):
     """Base class: input checks, eligibility masks and the similarity of anchors to pool chunks."""
 
     #: whether the sampler drops pool rows that share the anchor's label
@@ -159,8 +160,9 @@ class NegativeSampler:
             )
         return counts
 
+    @abc.abstractmethod
     def _sample(self, view: PoolView, generator: torch.Generator | None) -> Negatives:
-        raise NotImplementedError
+        """Choose the negatives over ``view`` (inputs already checked)."""
 
 
 class UniformSampler(NegativeSampler):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from negkit.losses import GlobalContrastiveLoss
@@ -66,21 +67,25 @@ class EMC2(StrategyLoss):
     def forward(self, z1: Tensor, z2: Tensor, labels: Tensor, index: Tensor) -> Tensor:
         views = torch.cat([z1, z2])
         view_ids = torch.cat([index, index])
-        unit = torch.nn.functional.normalize(views, dim=1)
-        cached = torch.nn.functional.normalize(self.cache.table, dim=1)
+        unit = F.normalize(views, dim=1)
         losses = []
         for anchors, positives in ((z1, z2), (z2, z1)):
             negatives = self.sampler.sample(
                 anchors.detach(), views.detach(), anchor_ids=index, pool_ids=view_ids, generator=self.generator
             )
             in_batch = negatives.indices >= 0
-            rows = torch.where(in_batch, negatives.indices, 0)
-            negative_vectors = torch.where(
-                in_batch.unsqueeze(2), unit[rows], cached[self.sampler.last_state_ids.clamp(min=0)]
-            )
-            a = torch.nn.functional.normalize(anchors, dim=1)
-            positive = (a * torch.nn.functional.normalize(positives, dim=1)).sum(dim=1)
-            negative = torch.einsum("bd,bkd->bk", a, negative_vectors).mean(dim=1)
+            state_ids = self.sampler.last_state_ids
+            # A recorded state is unset (-1) only if every proposal of a fresh chain was the anchor's own id.
+            recorded = in_batch | (state_ids >= 0)
+            if not bool(recorded.any(dim=1).all()):
+                raise ValueError("an EMC2 chain recorded no state: the batch offered it no proposal but its own id")
+            # Only the gathered cache rows are normalised: the step's cost does not grow with the dataset.
+            stale = F.normalize(self.cache.table[state_ids.clamp(min=0)], dim=2)
+            negative_vectors = torch.where(in_batch.unsqueeze(2), unit[negatives.indices.clamp(min=0)], stale)
+            a = F.normalize(anchors, dim=1)
+            positive = (a * F.normalize(positives, dim=1)).sum(dim=1)
+            similarities = torch.einsum("bd,bkd->bk", a, negative_vectors) * recorded
+            negative = similarities.sum(dim=1) / recorded.sum(dim=1)
             losses.append((negative - positive) / self.temperature)
         self.cache.update(index, z2.detach(), labels)
         return 0.5 * (losses[0] + losses[1]).mean()

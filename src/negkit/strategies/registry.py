@@ -13,6 +13,7 @@ Strategies are registered by name so that configs can select them (``"simclr"``,
 
 from __future__ import annotations
 
+import abc
 import fnmatch
 import inspect
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from negkit.metrics import in_batch_false_negative_rate
 from negkit.negatives import ClassConditionalSampler, NegativeSampler, UniformSampler
 
 
-class StrategyLoss(nn.Module):
+class StrategyLoss(nn.Module, abc.ABC):
     """Base class of strategy modules.
 
     The runner drives a strategy through a few hooks, all optional:
@@ -49,8 +50,9 @@ class StrategyLoss(nn.Module):
         super().__init__()
         self.generator: torch.Generator | None = None
 
-    def forward(self, z1: Tensor, z2: Tensor, labels: Tensor, index: Tensor) -> Tensor:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, z1: Tensor, z2: Tensor, labels: Tensor, index: Tensor) -> Tensor:
+        """The scalar training loss of two views ``z1, z2 [B, d]`` with ``labels [B]`` and dataset ``index [B]``."""
 
     def bind(self, num_samples: int, dim: int) -> None:
         """Allocate state that depends on the dataset size or the embedding width."""

@@ -8,6 +8,8 @@ loss trains the anchors against them. The anchor's own row (its other view, one 
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -47,8 +49,9 @@ class CachedNegatives(StrategyLoss):
         self.cache: EmbeddingCache | None = None
         self._last_fnr = 0.0
 
+    @abc.abstractmethod
     def sampler(self) -> NegativeSampler:
-        raise NotImplementedError
+        """The sampler that draws this step's negatives from the cache."""
 
     def bind(self, num_samples: int, dim: int) -> None:
         self.cache = EmbeddingCache(num_samples, dim)

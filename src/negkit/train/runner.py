@@ -271,13 +271,12 @@ def train_strategy(
             "seconds": seconds,
             **strategy.epoch_metrics(),
         }
-        probe_a, probe_b, probe_labels, _ = probe_views(data, views, config.seed + 7)
-        with torch.no_grad():
-            diagnostics = strategy.diagnostics(
-                embed(model, probe_a, projection=True), embed(model, probe_b, projection=True), probe_labels
-            )
-        if diagnostics:
-            record["diagnostics"] = diagnostics
+        if type(strategy).diagnostics is not StrategyLoss.diagnostics:  # only strategies that measure some
+            probe_a, probe_b, probe_labels, _ = probe_views(data, views, config.seed + 7)
+            with torch.no_grad():
+                record["diagnostics"] = strategy.diagnostics(
+                    embed(model, probe_a, projection=True), embed(model, probe_b, projection=True), probe_labels
+                )
         history.append(record)
         save_torch(
             checkpoint_path,

@@ -192,7 +192,7 @@ def _one_direction_tiled(
             n = F.normalize(n, dim=-1)
         weights = None if negative_log_weights is None else negative_log_weights.to(dtype)
         parts.append(tiled_logsumexp(a, n, scale, log_weights=weights, chunk_size=chunk_size))
-        has_negative |= True
+        has_negative = torch.ones_like(has_negative)  # explicit negatives: every anchor has some
     require_negatives(
         torch.where(has_negative, 0.0, float("-inf")),
         context="labels removed every in-batch candidate" if labels is not None else "",
