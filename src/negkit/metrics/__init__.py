@@ -16,6 +16,7 @@ from negkit.metrics.geometry import alignment, tolerance, uniformity
 from negkit.metrics.knn import knn_accuracy, knn_predict
 from negkit.metrics.negatives import false_negative_rate, in_batch_false_negative_rate
 from negkit.metrics.probe import linear_probe_accuracy
+from negkit.metrics.ranking import query_document_metrics
 from negkit.metrics.retrieval import retrieval_metrics
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "knn_accuracy",
     "knn_predict",
     "linear_probe_accuracy",
+    "query_document_metrics",
     "retrieval_metrics",
     "tolerance",
     "uniformity",

@@ -11,6 +11,7 @@ from negkit.negatives.samplers import (
     NegativeSampler,
     UniformSampler,
 )
+from negkit.negatives.sampling import sample_unobserved
 from negkit.negatives.types import GatheredNegatives, Negatives
 
 __all__ = [
@@ -31,4 +32,5 @@ __all__ = [
     "negative_report",
     "optimal_k",
     "ranking_quality",
+    "sample_unobserved",
 ]

@@ -269,3 +269,31 @@ def log_inclusion_probability(logits: Tensor, threshold: Tensor) -> Tensor:
     safe_gap = torch.where(small, torch.zeros_like(gap), gap)
     exact = torch.log(-torch.expm1(-torch.exp(safe_gap)))
     return torch.where(small, gap, exact)
+
+
+def sample_unobserved(
+    rows: Tensor, observed: Tensor, k: int, generator: torch.Generator | None = None, *, max_rounds: int = 1000
+) -> Tensor:
+    """``[B, k]`` column ids drawn uniformly, with replacement, among the columns ``observed[row]`` does not mark.
+
+    ``rows [B]`` long, ``observed [R, C]`` bool (e.g. each user's rated items). Rejection sampling: draw from all
+    ``C`` columns, redraw the observed ones; the expected rounds are ``1 / (1 − observed share)``, so a row with
+    no unobserved column is an error, not a hang.
+    """
+    if observed.dim() != 2 or observed.dtype != torch.bool:
+        raise ValueError(f"observed must be a 2-D bool tensor, got {observed.dtype} {tuple(observed.shape)}")
+    if rows.dim() != 1 or rows.is_floating_point():
+        raise ValueError(f"rows must be a 1-D integer tensor, got {rows.dtype} {tuple(rows.shape)}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    full = observed[rows].all(dim=1)
+    if bool(full.any()):
+        raise ValueError(f"row {int(rows[full][0])} has no unobserved column to sample from")
+    columns = torch.randint(observed.shape[1], (len(rows), k), generator=generator, device=rows.device)
+    for _ in range(max_rounds):
+        redraw = observed[rows.unsqueeze(1), columns]
+        count = int(redraw.sum())
+        if count == 0:
+            return columns
+        columns[redraw] = torch.randint(observed.shape[1], (count,), generator=generator, device=rows.device)
+    raise RuntimeError(f"rejection sampling did not finish in {max_rounds} rounds (rows almost fully observed)")

@@ -59,13 +59,15 @@ def negatives_table(strategies: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def k_sweep_points(strategies: dict[str, dict[str, Any]]) -> dict[str, list[tuple[float, float, float]]]:
-    """Strategies run at two or more values of ``k``, as ``{name: [(k, knn_acc, linear_acc), ...]}``."""
+def k_sweep_points(
+    strategies: dict[str, dict[str, Any]], keys: tuple[str, str] = ("knn_acc", "linear_acc")
+) -> dict[str, list[tuple[float, float, float]]]:
+    """Strategies run at two or more values of ``k``, as ``{name: [(k, metric_1, metric_2), ...]}``."""
     points: dict[str, list[tuple[float, float, float]]] = {}
     for values in strategies.values():
         k = values.get("params", {}).get("k")
         if k is not None:
-            points.setdefault(values.get("strategy", "?"), []).append((k, values["knn_acc"], values["linear_acc"]))
+            points.setdefault(values.get("strategy", "?"), []).append((k, values[keys[0]], values[keys[1]]))
     return {name: p for name, p in points.items() if len({k for k, _, _ in p}) > 1}
 
 
@@ -80,6 +82,8 @@ def write_report(run_dir: str | Path) -> Path:
     if not (root / "metrics.json").exists():
         raise FileNotFoundError(f"{root / 'metrics.json'} not found: the run has not finished (resume it first)")
     metrics = read_json(root / "metrics.json")
+    if metrics.get("task") == "recommendation":
+        return write_recommendation_report(root, metrics)
     strategies = metrics["strategies"]
     raw = metrics["baselines"]["raw"]
     config = metrics["config"]
@@ -159,4 +163,59 @@ Strategy parameters: {params}.
 """
     if extra_sections:
         text += "\n" + "\n\n".join(extra_sections) + "\n"
+    return write_text(root / "report.md", text)
+
+
+def write_recommendation_report(root: Path, metrics: dict[str, Any]) -> Path:
+    """``report.md`` of a recommendation run: ranking metrics per strategy beside the popularity baseline."""
+    strategies, config = metrics["strategies"], metrics["config"]
+    top_k = config["recommend"]["top_k"]
+    hr, ndcg = f"hr@{top_k}", f"ndcg@{top_k}"
+    history = _read_history(root / "history.csv")
+    plot_dir = root / "plots"
+    plots.training_curves(history, plot_dir / "curves.png", metric=hr, metric_title=f"HR@{top_k}")
+    popularity = metrics["baselines"]["popularity"]
+    lines = [
+        f"| strategy | HR@{top_k} | nDCG@{top_k} | mean K | FN rate of negatives | train s |",
+        "|---|---|---|---|---|---|",
+        f"| popularity | {popularity[hr]:.4f} | {popularity[ndcg]:.4f} | – | – | – |",
+    ]
+    for name, m in strategies.items():
+        lines.append(
+            f"| {name} | {m[hr]:.4f} | {m[ndcg]:.4f} | {m['mean_k']:.1f} | {m['false_negative_rate']:.4f} | "
+            f"{m['train_seconds']:.1f} |"
+        )
+    best = max(strategies, key=lambda name: strategies[name][hr])
+    sections = []
+    sweep = k_sweep_points(strategies, (hr, ndcg))
+    if sweep:
+        plots.k_sweep(sweep, plot_dir / "k_sweep.png", titles=(f"HR@{top_k}", f"nDCG@{top_k}"))
+        sections.append("## Ranking quality vs the number of negatives K\n\n![HR and nDCG vs K](plots/k_sweep.png)")
+    if any(row.get("k") for row in history):
+        plots.k_trajectory(history, plot_dir / "k_trajectory.png")
+        sections.append("## Adaptive K\n\n![K and q during training](plots/k_trajectory.png)")
+    train, task = config["train"], config["recommend"]
+    text = f"""# negkit run: {metrics["dataset"]} (recommendation)
+
+{metrics["dataset_description"]}.
+
+Two-tower model (dimension {task["embedding_dim"]}, {"with" if task["features"] else "without"} user/item
+features), InfoNCE over each interaction's item and K sampled unrated items (cosine / temperature),
+{train["epochs"]} epochs, batch {train["batch_size"]}, AdamW lr {train["lr"]} (warm-up {train["warmup_epochs"]}
+epochs, cosine), weight decay {train["weight_decay"]}, seed {config["seed"]}. Evaluation: each user's held-out
+last item ranked against every item except the user's other known positives. FN rate = share of sampled
+negatives that are known positives of the user (hidden or test items); the data's rate for one uniform
+negative is {metrics["known_false_negative_rate"]:.4f} (a lower bound: unrecorded likes are not known).
+
+## Results
+
+{chr(10).join(lines)}
+
+Best: **{best}**, HR@{top_k} {strategies[best][hr]:.4f} (popularity {popularity[hr]:.4f}).
+Wall time of the last session: {metrics["wall_seconds"]:.1f} s.
+
+![training curves](plots/curves.png)
+"""
+    if sections:
+        text += "\n" + "\n\n".join(sections) + "\n"
     return write_text(root / "report.md", text)

@@ -23,16 +23,18 @@ def save_figure(figure: Figure, path: Path) -> Path:
     return atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
 
 
-def training_curves(history: list[dict[str, Any]], path: Path) -> Path:
-    """Loss and per-epoch kNN accuracy of every strategy."""
+def training_curves(
+    history: list[dict[str, Any]], path: Path, metric: str = "knn_acc", metric_title: str = "kNN accuracy"
+) -> Path:
+    """Loss and a per-epoch test metric (``metric``, a history column) of every strategy."""
     figure, (loss_axes, knn_axes) = plt.subplots(1, 2, figsize=(11, 4))
     for name in dict.fromkeys(row["strategy"] for row in history):
         rows = [row for row in history if row["strategy"] == name]
         epochs = [int(row["epoch"]) for row in rows]
         loss_axes.plot(epochs, [float(row["loss"]) for row in rows], label=name)
-        knn_axes.plot(epochs, [float(row["knn_acc"]) for row in rows], label=name)
+        knn_axes.plot(epochs, [float(row[metric]) for row in rows], label=name)
     loss_axes.set(xlabel="epoch", ylabel="training loss", title="loss (each strategy's own objective)")
-    knn_axes.set(xlabel="epoch", ylabel="kNN accuracy (test)", title="kNN accuracy during training")
+    knn_axes.set(xlabel="epoch", ylabel=f"{metric_title} (test)", title=f"{metric_title} during training")
     knn_axes.legend(fontsize=8)
     return save_figure(figure, path)
 
@@ -83,17 +85,21 @@ def projection(features: torch.Tensor, labels: torch.Tensor, title: str, path: P
     return save_figure(figure, path)
 
 
-def k_sweep(points: dict[str, list[tuple[float, float, float]]], path: Path) -> Path:
-    """Accuracy against the number of negatives K: ``points[strategy] = [(k, knn_acc, linear_acc), ...]``."""
+def k_sweep(
+    points: dict[str, list[tuple[float, float, float]]],
+    path: Path,
+    titles: tuple[str, str] = ("kNN accuracy", "linear probe accuracy"),
+) -> Path:
+    """Two test metrics against the number of negatives K: ``points[strategy] = [(k, first, second), ...]``."""
     figure, (knn_axes, linear_axes) = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
     for name, values in points.items():
         values = sorted(values)
         ks = [v[0] for v in values]
         knn_axes.plot(ks, [v[1] for v in values], marker="o", label=name)
         linear_axes.plot(ks, [v[2] for v in values], marker="o", label=name)
-    for axes, what in ((knn_axes, "kNN"), (linear_axes, "linear probe")):
+    for axes, what in zip((knn_axes, linear_axes), titles, strict=True):
         axes.set_xscale("log", base=2)
-        axes.set(xlabel="negatives per anchor K", ylabel=f"{what} accuracy (test)", title=f"{what} accuracy vs K")
+        axes.set(xlabel="negatives per anchor K", ylabel=f"{what} (test)", title=f"{what} vs K")
     knn_axes.legend(fontsize=8)
     return save_figure(figure, path)
 

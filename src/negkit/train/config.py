@@ -10,12 +10,26 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from negkit.data import list_datasets
+from negkit.data.interactions import INTERACTION_DATASETS
 from negkit.strategies import get_strategy, list_strategies, parse_strategy_entry
 
 Scalar = bool | int | float | str | None
+#: strategies of the recommendation task (negkit.train.recommend), each with parameters it cannot honour
+RECOMMENDATION_STRATEGIES = {
+    "uniform-k": {"in_batch": False, "importance_weights": False},
+    "ans": {"in_batch": False, "class_conditional": False},
+}
 
 
 class _Strict(BaseModel):
@@ -48,9 +62,22 @@ class EvalSettings(_Strict):
     recall_ks: list[int] = Field(default_factory=lambda: [1, 5, 10])
 
 
-class RunConfig(_Strict):
-    """One experiment: a dataset, the strategies to compare, and shared training/evaluation settings."""
+class RecommendSettings(_Strict):
+    """The recommendation task (``task = "recommendation"``): two-tower model and ranking cut-off."""
 
+    embedding_dim: int = Field(64, ge=1)
+    features: bool = True  # user attributes and item genres beside the id embeddings
+    top_k: int = Field(10, ge=1)
+
+
+class RunConfig(_Strict):
+    """One experiment: a task on a dataset, the strategies to compare, and shared training/evaluation settings.
+
+    ``task = "contrastive"`` (default) learns image embeddings from two views; ``task = "recommendation"`` trains a
+    two-tower model on user-item interactions (``dataset = "ml-100k"``, strategies ``uniform-k`` and ``ans``).
+    """
+
+    task: Literal["contrastive", "recommendation"] = "contrastive"
     dataset: str = "mnist5000"
     dataset_options: dict[str, Scalar] = Field(default_factory=dict)
     seed: int = 0
@@ -60,13 +87,34 @@ class RunConfig(_Strict):
     train: TrainSettings = Field(default_factory=TrainSettings)
     views: ViewSettings = Field(default_factory=ViewSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
+    recommend: RecommendSettings = Field(default_factory=RecommendSettings)
 
     @field_validator("dataset")
     @classmethod
-    def _known_dataset(cls, name: str) -> str:
-        if name not in list_datasets():
-            raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
+    def _known_dataset(cls, name: str, info: ValidationInfo) -> str:
+        valid = list(INTERACTION_DATASETS) if info.data.get("task") == "recommendation" else list_datasets()
+        if name not in valid:
+            raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(valid)}")
         return name
+
+    @model_validator(mode="after")
+    def _strategies_fit_the_task(self) -> RunConfig:
+        if self.task != "recommendation":
+            return self
+        unsupported = [n for n in self.strategies if parse_strategy_entry(n)[0] not in RECOMMENDATION_STRATEGIES]
+        if unsupported:
+            raise ValueError(
+                f"strategies {', '.join(unsupported)} have no meaning in the recommendation task; "
+                f"use: {', '.join(RECOMMENDATION_STRATEGIES)}"
+            )
+        for entry in self.strategies:
+            params = self.params_for(entry)
+            for key, required in RECOMMENDATION_STRATEGIES[parse_strategy_entry(entry)[0]].items():
+                if params.get(key, required) != required:
+                    raise ValueError(
+                        f"strategy {entry!r}: {key}={params[key]} is not supported by the recommendation task"
+                    )
+        return self
 
     @field_validator("strategies")
     @classmethod
