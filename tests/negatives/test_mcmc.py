@@ -97,3 +97,22 @@ def test_steps_follow_burn_in_and_errors():
     ]:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+def test_exclude_ids_replace_the_own_id_rule_for_a_separate_pool():
+    """Queries over a document corpus: chain i must never sit on its positive document, whatever its own id."""
+    generator = torch.Generator().manual_seed(2)
+    queries, documents = torch.randn(6, D, generator=generator), torch.randn(6, D, generator=generator)
+    positives = torch.tensor([5, 4, 3, 2, 1, 0])
+    sampler = MCMCSampler(6, k=16, beta=0.0, burn_in=0.5)
+    for _ in range(5):
+        sampler.sample(queries, documents, anchor_ids=torch.arange(6), exclude_ids=positives, generator=generator)
+        assert bool((sampler.last_state_ids != positives.unsqueeze(1)).all())
+    # without exclude_ids, query i may sit on document i but never on its own id... which is document i
+    states = set()
+    for _ in range(5):
+        sampler.sample(queries, documents, anchor_ids=torch.arange(6), generator=generator)
+        states |= {(i, int(s)) for i, row in enumerate(sampler.last_state_ids) for s in row}
+    assert all(i != s for i, s in states) and any(positives[i] == s for i, s in states)
+    with pytest.raises(ValueError, match="exclude_ids must have shape"):
+        sampler.sample(queries, documents, anchor_ids=torch.arange(6), exclude_ids=positives[:3])

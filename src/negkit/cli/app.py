@@ -77,7 +77,7 @@ def run(
             if task is None:  # resumed mid-strategy
                 on_start(record["strategy"], settings.train.epochs)
                 task = tasks[record["strategy"]]
-            score = next((f"{key} {record[key]:.3f}" for key in ("knn_acc", "hr@10") if key in record), "")
+            score = next((f"{key} {record[key]:.3f}" for key in ("knn_acc", "hr@10", "recall@1") if key in record), "")
             progress.update(task, completed=record["epoch"], loss=f"{record['loss']:.3f}", metric=score)
 
         try:
@@ -105,6 +105,17 @@ def _print_summary(metrics: dict[str, Any]) -> None:
                 "–" if k is None else f"{k:.1f}",
                 "–" if seconds is None else f"{seconds:.1f}",
             )
+        console.print(table)
+        return
+    if metrics.get("task") == "retrieval":
+        table = Table(title=f"{metrics['dataset']}: retrieval of test queries against the corpus")
+        for column in ("strategy", "R@1", "R@10", "MRR@10", "nDCG@10", "train s"):
+            table.add_column(column, justify="left" if column == "strategy" else "right")
+        rows = {"zero-shot": metrics["baselines"]["zero-shot"], **metrics["strategies"]}
+        for name, m in rows.items():
+            seconds = m.get("train_seconds")
+            cells = [f"{m[key]:.4f}" for key in ("recall@1", "recall@10", "mrr@10", "ndcg@10")]
+            table.add_row(name, *cells, "–" if seconds is None else f"{seconds:.1f}")
         console.print(table)
         return
     table = Table(title=f"{metrics['dataset']}: test accuracy of the learned features")

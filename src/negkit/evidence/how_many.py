@@ -247,31 +247,17 @@ def how_many_evidence(
     started = time.perf_counter()
     seeds = (0,) if quick else (0, 1)
     k_values = (1, 8) if quick else K_VALUES
-    image_epochs, image_warmup = (2, 1) if quick else (20, 2)
-    calibration = _image_sweeps(
-        runs,
-        "digits",
-        (0.1, 0.3) if quick else (0.0, 0.1, 0.3, 0.5),
-        k_values,
-        seeds,
-        2 if quick else 40,
-        1 if quick else 4,
-        progress,
-    )
-    harm, calibration_error = calibrate_harm(calibration)
+    image_epochs, image_warmup = (2, 1) if quick else (10, 1)
+    noise_levels = (0.0, 0.3) if quick else (0.0, 0.1, 0.3)
     recommendation = _recommendation_sweeps(
         runs, (0.0, 0.5) if quick else (0.0, 0.5, 0.8), k_values, seeds, 2 if quick else 15, progress
     )
-    images = _image_sweeps(
-        runs,
-        "mnist5000",
-        (0.0, 0.3) if quick else (0.0, 0.1, 0.3),
-        k_values,
-        seeds,
-        image_epochs,
-        image_warmup,
-        progress,
+    images = _image_sweeps(runs, "mnist5000", noise_levels, k_values, seeds, image_epochs, image_warmup, progress)
+    calibration_epochs, calibration_warmup = (2, 1) if quick else (40, 4)
+    calibration = _image_sweeps(
+        runs, "digits", noise_levels, k_values, seeds, calibration_epochs, calibration_warmup, progress
     )
+    harm, calibration_error = calibrate_harm(calibration)
 
     figures.mkdir(parents=True, exist_ok=True)
     _plot(recommendation, harm, "HR@10 (test)", "MovieLens-100k: HR@10 vs K", figures / "how_many_recommendation.png")
@@ -318,7 +304,7 @@ def how_many_evidence(
         "",
         "![kNN vs K under label noise](figures/how_many_k.png)",
         "",
-        f"### Calibration set: scikit-learn digits (same image protocol, {2 if quick else 40} epochs)",
+        f"### Calibration set: scikit-learn digits (same image protocol, {calibration_epochs} epochs)",
         "",
         *_tables(calibration, harm, "setting", "kNN"),
         "",

@@ -19,11 +19,12 @@ class MCMCSampler(nn.Module):
     ``β·s`` computed when that state was accepted. One call runs ``T = ceil(k / (1 − burn_in))`` steps per
     anchor: a proposal ``j`` is drawn uniformly from ``pool`` (an independence sampler: in EMC² the pool is
     the batch, itself a uniform sample of the dataset; it can also be an :class:`EmbeddingCache`), and is
-    accepted with probability ``min(1, exp(β·s_ij − cached))``; a proposal carrying the anchor's own id is
-    never accepted. The states after the first ``T − k`` (burn-in) steps are returned, with repeats, as the
-    ``k`` negatives. The chain persists across calls (and across the two views of a sample), so its state
-    can refer to a sample that is not in the current pool: such negatives have index ``-1`` and their
-    dataset id is in :attr:`last_state_ids`. The caller takes them from a cache or re-encodes them.
+    accepted with probability ``min(1, exp(β·s_ij − cached))``; a proposal carrying the anchor's own id (or
+    the given ``exclude_ids``) is never accepted. The states after the first ``T − k`` (burn-in) steps are
+    returned, with repeats, as the ``k`` negatives. The chain persists across calls (and across the two
+    views of a sample), so its state can refer to a sample that is not in the current pool: such negatives
+    have index ``-1`` and their dataset id is in :attr:`last_state_ids`. The caller takes them from a cache
+    or re-encodes them.
 
     The cached log-target is not refreshed when the model changes (as in the reference code), so it is
     stale by the time the next proposal is compared with it. Chain state lives in persistent buffers
@@ -68,12 +69,15 @@ class MCMCSampler(nn.Module):
         *,
         anchor_ids: Tensor,
         pool_ids: Tensor | None = None,
+        exclude_ids: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Negatives:
         """Advance the chains of ``anchor_ids [B]`` through ``pool [N, d]`` and return ``k`` recorded states each.
 
         ``pool_ids [N]`` are the dataset ids of the pool rows; ``None`` means row r has id r (a cache over the
-        whole dataset), in which case every state is in the pool. Cost: O(T · B · d), independent of N.
+        whole dataset), in which case every state is in the pool. ``exclude_ids [B]``: the pool id chain i never
+        moves to; by default the anchor's own id (anchors and pool share one id space). When they do not — e.g.
+        queries over a document corpus — pass the anchor's positive document. Cost: O(T · B · d), independent of N.
         """
         check_tensor("anchors", anchors, 2)
         check_tensor("pool", pool, 2, finite=False)  # proposals are checked as they are read: O(B·d) per step
@@ -85,6 +89,10 @@ class MCMCSampler(nn.Module):
             raise ValueError(f"anchor_ids must lie in [0, {self.num_samples})")
         if pool_ids is not None and (pool_ids.dim() != 1 or pool_ids.shape[0] != size):
             raise ValueError(f"pool_ids must have shape [{size}], got {tuple(pool_ids.shape)}")
+        if exclude_ids is None:
+            exclude_ids = anchor_ids
+        elif exclude_ids.shape != anchor_ids.shape:
+            raise ValueError(f"exclude_ids must have shape [{batch}], got {tuple(exclude_ids.shape)}")
         a = F.normalize(anchors.float(), dim=1)
         ids_of = (lambda rows: rows) if pool_ids is None else (lambda rows: pool_ids[rows])
 
@@ -103,7 +111,7 @@ class MCMCSampler(nn.Module):
                 raise ValueError("pool contains non-finite values (NaN or inf) in the proposed rows")
             log_proposal = self.beta * (a * F.normalize(rows.float(), dim=1)).sum(dim=1)
             log_uniform = torch.log(torch.rand(batch, generator=generator).clamp_min(1e-30))
-            accept = (log_uniform < log_proposal - log_target) & (proposal_ids != anchor_ids)
+            accept = (log_uniform < log_proposal - log_target) & (proposal_ids != exclude_ids)
             state = torch.where(accept, proposal_ids, state)
             log_target = torch.where(accept, log_proposal, log_target)
             position = torch.where(accept, proposal, position)

@@ -84,6 +84,8 @@ def write_report(run_dir: str | Path) -> Path:
     metrics = read_json(root / "metrics.json")
     if metrics.get("task") == "recommendation":
         return write_recommendation_report(root, metrics)
+    if metrics.get("task") == "retrieval":
+        return write_retrieval_report(root, metrics)
     strategies = metrics["strategies"]
     raw = metrics["baselines"]["raw"]
     config = metrics["config"]
@@ -218,4 +220,58 @@ Wall time of the last session: {metrics["wall_seconds"]:.1f} s.
 """
     if sections:
         text += "\n" + "\n\n".join(sections) + "\n"
+    return write_text(root / "report.md", text)
+
+
+RETRIEVAL_COLUMNS = (
+    ("recall@1", "R@1"),
+    ("recall@10", "R@10"),
+    ("mrr@10", "MRR@10"),
+    ("ndcg@10", "nDCG@10"),
+)
+
+
+def retrieval_table(metrics: dict[str, Any]) -> str:
+    """Zero-shot and every strategy: ranking metrics, the false-negative rate of sampled negatives, time."""
+    header = (
+        "| strategy | " + " | ".join(title for _, title in RETRIEVAL_COLUMNS) + " | FN rate of negatives | train s |"
+    )
+    lines = [header, "|" + "---|" * (len(RETRIEVAL_COLUMNS) + 3)]
+    zero_shot = metrics["baselines"]["zero-shot"]
+    lines.append("| zero-shot | " + " | ".join(f"{zero_shot[k]:.4f}" for k, _ in RETRIEVAL_COLUMNS) + " | – | – |")
+    for name, m in metrics["strategies"].items():
+        cells = " | ".join(f"{m[k]:.4f}" for k, _ in RETRIEVAL_COLUMNS)
+        lines.append(f"| {name} | {cells} | {m['false_negative_rate']:.4f} | {m['train_seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def write_retrieval_report(root: Path, metrics: dict[str, Any]) -> Path:
+    """``report.md`` of a retrieval run: every (negatives × loss) strategy beside zero-shot retrieval."""
+    strategies, config = metrics["strategies"], metrics["config"]
+    settings, train = config["retrieval"], config["train"]
+    history = [row for row in _read_history(root / "history.csv") if row.get("recall@1")]
+    curves = ""
+    if history:
+        plots.training_curves(history, root / "plots" / "curves.png", metric="recall@1", metric_title="R@1")
+        curves = "\n![training curves](plots/curves.png)\n"
+    best = max(strategies, key=lambda name: strategies[name]["recall@1"])
+    zero_shot = metrics["baselines"]["zero-shot"]["recall@1"]
+    text = f"""# negkit run: {metrics["dataset"]} (retrieval)
+
+{metrics["dataset_description"]}.
+
+Dual encoder on all-MiniLM-L6-v2, mode `{settings["mode"]}` ({"shared" if settings["shared_towers"] else "separate"}
+towers, max {settings["max_seq_length"]} tokens), {train["epochs"]} epochs, batch {train["batch_size"]} (no two
+queries of a batch share a text or a relevant document), AdamW lr {train["lr"]} (warm-up {train["warmup_epochs"]}
+epochs, cosine), seed {config["seed"]}. Test queries (split by distinct text) are ranked against the whole corpus:
+R@k = share of queries with a relevant document in the top k. FN rate = share of mined / MCMC negatives that are
+in fact relevant to their query (known from the pairs).
+
+## Results
+
+{retrieval_table(metrics)}
+
+Best: **{best}**, R@1 {strategies[best]["recall@1"]:.4f} vs zero-shot {zero_shot:.4f}.
+Wall time of the last session: {metrics["wall_seconds"]:.1f} s.
+{curves}"""
     return write_text(root / "report.md", text)

@@ -147,17 +147,23 @@ def _parse_value(text: str) -> bool | int | float | str | None:
     return text.strip()
 
 
-def parse_strategy_entry(entry: str) -> tuple[str, dict[str, Any]]:
-    """Split ``"name"`` or ``"name:key=value,key=value"`` (a variant, e.g. ``"uniform-k:k=16"``) into the
-    registered name and its inline parameters; both are validated."""
+def split_entry(entry: str) -> tuple[str, dict[str, Any]]:
+    """``"name:key=value,key=value"`` → ``("name", {key: value})`` with bool/None/int/float values parsed."""
     name, _, rest = entry.partition(":")
-    spec = get_strategy(name.strip())
     params: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"strategy variant {entry!r}: expected key=value, got {item!r}")
         params[key.strip()] = _parse_value(value)
+    return name.strip(), params
+
+
+def parse_strategy_entry(entry: str) -> tuple[str, dict[str, Any]]:
+    """Split ``"name"`` or ``"name:key=value,key=value"`` (a variant, e.g. ``"uniform-k:k=16"``) into the
+    registered name and its inline parameters; both are validated."""
+    name, params = split_entry(entry)
+    spec = get_strategy(name)
     unknown = sorted(set(params) - set(spec.defaults()))
     if unknown:
         valid = ", ".join(sorted(spec.defaults())) or "none"

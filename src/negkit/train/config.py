@@ -22,13 +22,19 @@ from pydantic import (
 
 from negkit.data import list_datasets
 from negkit.data.interactions import INTERACTION_DATASETS
+from negkit.data.text import list_retrieval_datasets
 from negkit.strategies import get_strategy, list_strategies, parse_strategy_entry
+from negkit.train.retrieval import RetrievalStrategy
 
 Scalar = bool | int | float | str | None
 #: strategies of the recommendation task (negkit.train.recommend), each with parameters it cannot honour
 RECOMMENDATION_STRATEGIES = {
     "uniform-k": {"in_batch": False, "importance_weights": False},
     "ans": {"in_batch": False, "class_conditional": False},
+}
+TASK_DEFAULT_STRATEGIES = {
+    "recommendation": ["uniform-k:k=1", "uniform-k:k=8", "uniform-k:k=64", "ans"],
+    "retrieval": ["in-batch", "mined"],
 }
 
 
@@ -70,14 +76,27 @@ class RecommendSettings(_Strict):
     top_k: int = Field(10, ge=1)
 
 
+class RetrievalSettings(_Strict):
+    """The retrieval task (``task = "retrieval"``): dual encoder over all-MiniLM-L6-v2 (negkit.train.retrieval)."""
+
+    mode: Literal["frozen", "finetune"] = "frozen"
+    shared_towers: bool = True
+    max_seq_length: int = Field(128, ge=8)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    unique_queries: bool = True  # one query per distinct text (chatterbot repeats questions up to 121 times)
+    refresh_every: int = Field(1, ge=1)  # epochs between two mining passes (Sample4Geo re-mines every epoch)
+
+
 class RunConfig(_Strict):
     """One experiment: a task on a dataset, the strategies to compare, and shared training/evaluation settings.
 
     ``task = "contrastive"`` (default) learns image embeddings from two views; ``task = "recommendation"`` trains a
-    two-tower model on user-item interactions (``dataset = "ml-100k"``, strategies ``uniform-k`` and ``ans``).
+    two-tower model on user-item interactions (``dataset = "ml-100k"``, strategies ``uniform-k`` and ``ans``);
+    ``task = "retrieval"`` trains a dual text encoder (``dataset = "chatterbot"`` or ``"rotten-tomatoes"``,
+    strategies ``"negatives:loss=...,k=..."`` with negatives ``in-batch``, ``mined`` or ``mcmc``).
     """
 
-    task: Literal["contrastive", "recommendation"] = "contrastive"
+    task: Literal["contrastive", "recommendation", "retrieval"] = "contrastive"
     dataset: str = "mnist5000"
     dataset_options: dict[str, Scalar] = Field(default_factory=dict)
     seed: int = 0
@@ -88,11 +107,15 @@ class RunConfig(_Strict):
     views: ViewSettings = Field(default_factory=ViewSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     recommend: RecommendSettings = Field(default_factory=RecommendSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
 
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, name: str, info: ValidationInfo) -> str:
-        valid = list(INTERACTION_DATASETS) if info.data.get("task") == "recommendation" else list_datasets()
+        valid = {
+            "recommendation": list(INTERACTION_DATASETS),
+            "retrieval": list_retrieval_datasets(),
+        }.get(info.data.get("task"), list_datasets())
         if name not in valid:
             raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(valid)}")
         return name
@@ -116,22 +139,37 @@ class RunConfig(_Strict):
                     )
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_strategies_of_the_task(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "strategies" not in data and data.get("task") in TASK_DEFAULT_STRATEGIES:
+            return {**data, "strategies": TASK_DEFAULT_STRATEGIES[data["task"]]}
+        return data
+
     @field_validator("strategies")
     @classmethod
-    def _known_strategies(cls, names: list[str]) -> list[str]:
+    def _known_strategies(cls, names: list[str], info: ValidationInfo) -> list[str]:
         if not names:
             raise ValueError("strategies must name at least one strategy")
-        unknown = [n for n in names if n.partition(":")[0].strip() not in list_strategies()]
-        if unknown:
-            raise ValueError(f"unknown strategy {', '.join(unknown)}; choose from: {', '.join(list_strategies())}")
-        for entry in names:
-            parse_strategy_entry(entry)
+        if info.data.get("task") == "retrieval":
+            for entry in names:
+                RetrievalStrategy.parse(entry)
+        else:
+            unknown = [n for n in names if n.partition(":")[0].strip() not in list_strategies()]
+            if unknown:
+                raise ValueError(f"unknown strategy {', '.join(unknown)}; choose from: {', '.join(list_strategies())}")
+            for entry in names:
+                parse_strategy_entry(entry)
         if len(set(names)) != len(names):
             raise ValueError(f"strategies lists a name twice: {names}")
         return names
 
     @model_validator(mode="after")
     def _valid_strategy_params(self) -> RunConfig:
+        if self.task == "retrieval":
+            for name, params in self.strategy_params.items():
+                RetrievalStrategy.parse(name, params)
+            return self
         for name, params in self.strategy_params.items():
             spec = get_strategy(name)
             unknown = sorted(set(params) - set(spec.defaults()))

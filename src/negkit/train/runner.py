@@ -40,6 +40,7 @@ from negkit.strategies import StrategyLoss, create_strategy, get_strategy, parse
 from negkit.train.config import RunConfig, build_config
 from negkit.train.encoders import ContrastiveModel, build_model
 from negkit.train.recommend import run_recommendation
+from negkit.train.retrieval import run_retrieval
 from negkit.train.schedule import warmup_cosine
 
 HISTORY_FIELDS = ("strategy", "epoch", "loss", "lr", "false_negative_rate", "knn_acc", "seconds")
@@ -334,8 +335,9 @@ def run_experiment(
     on_strategy_start: Callable[[str, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) every strategy of ``config`` in ``paths``; write ``metrics.json`` and ``history.csv``."""
-    if config.task == "recommendation":
-        return run_recommendation(paths, config, on_epoch_end=on_epoch_end, on_strategy_start=on_strategy_start)
+    if config.task != "contrastive":
+        task = run_recommendation if config.task == "recommendation" else run_retrieval
+        return task(paths, config, on_epoch_end=on_epoch_end, on_strategy_start=on_strategy_start)
     started = time.perf_counter()
     data = load_dataset(config.dataset, seed=config.seed, **config.dataset_options)
     raw_path = paths.root / "results" / "_raw.json"
