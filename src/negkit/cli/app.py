@@ -157,7 +157,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A finished run folder."
 
 @app.command()
 def evidence(
-    name: Annotated[str, typer.Argument(help="Which evidence: negatives, global, how-many.")],
+    name: Annotated[str, typer.Argument(help="Which evidence: negatives, global, how-many, retrieval.")],
     document: Annotated[Path, typer.Option(help="The results document to update.")] = Path("docs/results.md"),
     runs: Annotated[Path, typer.Option(help="Folder for the runs behind it.")] = Path("runs/evidence"),
     quick: Annotated[bool, typer.Option("--quick", help="A few epochs and one seed: a smoke test.")] = False,

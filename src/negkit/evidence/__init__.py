@@ -4,7 +4,20 @@ from negkit.evidence.document import update_section
 from negkit.evidence.global_negatives import global_evidence
 from negkit.evidence.how_many import how_many_evidence
 from negkit.evidence.negatives import negatives_evidence
+from negkit.evidence.retrieval import retrieval_evidence
 
-EVIDENCE = {"negatives": negatives_evidence, "global": global_evidence, "how-many": how_many_evidence}
+EVIDENCE = {
+    "negatives": negatives_evidence,
+    "global": global_evidence,
+    "how-many": how_many_evidence,
+    "retrieval": retrieval_evidence,
+}
 
-__all__ = ["EVIDENCE", "global_evidence", "how_many_evidence", "negatives_evidence", "update_section"]
+__all__ = [
+    "EVIDENCE",
+    "global_evidence",
+    "how_many_evidence",
+    "negatives_evidence",
+    "retrieval_evidence",
+    "update_section",
+]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from negkit.io import write_text
+from negkit.io import read_json, write_text
+from negkit.train.config import build_config
+from negkit.train.runner import prepare_run_dir, run_experiment
 
 HEADER = """# negkit results
 
@@ -23,3 +27,15 @@ def update_section(document: str | Path, name: str, body: str) -> Path:
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     return write_text(path, text)
+
+
+def run_or_reuse(out: Path, data: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+    """Run one config in ``out``, or reuse the finished run already there if its config is identical."""
+    config = build_config(data)
+    finished = out / "metrics.json"
+    if finished.exists() and read_json(finished)["config"] == config.model_dump(mode="json"):
+        progress(f"{out.name}: reused (finished with the same config)")
+        return read_json(finished)
+    progress(f"{out.name}: {config.dataset}, seed {config.seed}, {len(config.strategies)} strategies")
+    paths, config = prepare_run_dir(out, config, force=True)
+    return run_experiment(paths, config)

@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from negkit.evidence.negatives import _run
+from negkit.evidence.document import run_or_reuse
 from negkit.report.plots import save_figure
 
 METHODS = ("simclr", "sogclr", "emc2")
@@ -29,7 +29,7 @@ def global_evidence(runs: Path, figures: Path, *, quick: bool = False, progress:
     for dataset, n_epochs in epochs.items():
         for batch in BATCH_SIZES:
             for seed in seeds:
-                metrics = _run(
+                metrics = run_or_reuse(
                     runs / f"global-{dataset}-b{batch}-s{seed}",
                     {
                         "dataset": dataset,

@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from negkit.data import load_dataset
-from negkit.evidence.negatives import _run
+from negkit.evidence.document import run_or_reuse
 from negkit.io import read_json
 from negkit.negatives import optimal_k
 from negkit.report.plots import save_figure
@@ -93,7 +93,7 @@ def _sweep(
     ans_scores, final_k, q_values, rhos = [], [], [], []
     for seed in seeds:
         out = runs / f"howmany-{setting}-s{seed}"
-        metrics = _run(out, {**base, "seed": seed, "strategies": [*entries.values(), ans]}, progress)
+        metrics = run_or_reuse(out, {**base, "seed": seed, "strategies": [*entries.values(), ans]}, progress)
         for k, entry in entries.items():
             scores[k].append(metrics["strategies"][entry][score])
             if extra:

@@ -10,28 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from negkit.evidence.document import run_or_reuse
 from negkit.io import read_json
 from negkit.report import plots
-from negkit.train.config import build_config
-from negkit.train.runner import prepare_run_dir, run_experiment
 
 #: the four objectives of the H-SCL paper as strategy variants (beta = 0 removes the hardness tilt)
 FAMILY = {"UCL": "hucl:beta=0", "SCL": "hscl:beta=0", "H-UCL": "hucl", "H-SCL": "hscl"}
 SAMPLED = ("uniform-k", "class-k")
 K_VALUES = (1, 4, 16, 64, 256)
 OTHERS = ("hard-k", "mined-k", "queue")
-
-
-def _run(out: Path, data: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
-    """Run one config in ``out``, or reuse the finished run already there if its config is identical."""
-    config = build_config(data)
-    finished = out / "metrics.json"
-    if finished.exists() and read_json(finished)["config"] == config.model_dump(mode="json"):
-        progress(f"{out.name}: reused (finished with the same config)")
-        return read_json(finished)
-    progress(f"{out.name}: {config.dataset}, seed {config.seed}, {len(config.strategies)} strategies")
-    paths, config = prepare_run_dir(out, config, force=True)
-    return run_experiment(paths, config)
 
 
 def _mean_std(values: list[float]) -> str:
@@ -52,7 +39,7 @@ def negatives_evidence(
     diagnostics: list[dict[str, Any]] = []
     for dataset, n_epochs in epochs.items():
         for seed in seeds:
-            metrics = _run(
+            metrics = run_or_reuse(
                 runs / f"family-{dataset}-{seed}",
                 {"dataset": dataset, "seed": seed, "strategies": list(FAMILY.values()), "train": {"epochs": n_epochs}},
                 progress,
@@ -65,7 +52,7 @@ def negatives_evidence(
                 diagnostics = read_json(runs / f"family-{dataset}-{seed}" / "results" / "hucl.json")["history"]
 
     sweep_entries = [f"{name}:k={k}" for name in SAMPLED for k in k_values] + list(OTHERS)
-    sweep = _run(
+    sweep = run_or_reuse(
         runs / "negatives-mnist5000",
         {"dataset": "mnist5000", "seed": 0, "strategies": sweep_entries, "train": {"epochs": epochs["mnist5000"]}},
         progress,
