@@ -24,10 +24,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from negkit.data.interactions import InteractionData, load_interactions
-from negkit.io import load_torch, read_json, save_torch, write_json
+from negkit.io import write_json
 from negkit.losses.functional.core import nce_rows, similarity_logits
 from negkit.negatives import ranking_quality, sample_unobserved
 from negkit.strategies import create_strategy, get_strategy, parse_strategy_entry
+from negkit.train.checkpoint import load_training_state, save_training_state
 from negkit.train.schedule import warmup_cosine
 
 if TYPE_CHECKING:
@@ -141,17 +142,8 @@ def train_recommender(
     generator = torch.Generator().manual_seed(config.seed)
     observed = data.train_matrix()
     known_unobserved = data.known & ~observed  # hidden and test items: the known false negatives
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    checkpoint_path = paths.checkpoint(entry)
-    if checkpoint_path.exists():
-        state = load_torch(checkpoint_path)
-        model.load_state_dict(state["model"])
-        strategy.load_state_dict(state["strategy"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        history, start_epoch = state["history"], state["epoch"]
+    stateful = {"model": model, "strategy": strategy, "optimizer": optimizer, "scheduler": scheduler}
+    history, start_epoch = load_training_state(paths.checkpoint(entry), generator=generator, **stateful)
 
     for epoch in range(start_epoch, settings.epochs):
         model.train()
@@ -190,18 +182,7 @@ def train_recommender(
             **strategy.epoch_metrics(),
         }
         history.append(record)
-        save_torch(
-            checkpoint_path,
-            {
-                "model": model.state_dict(),
-                "strategy": strategy.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "epoch": epoch + 1,
-                "history": history,
-            },
-        )
+        save_training_state(paths.checkpoint(entry), generator=generator, epoch=epoch + 1, history=history, **stateful)
         if on_epoch_end is not None:
             on_epoch_end(record)
 
@@ -229,21 +210,16 @@ def run_recommendation(
     on_strategy_start: Callable[[str, int], None] | None = None,
 ) -> dict[str, Any]:
     """Every strategy of a recommendation config, beside the popularity baseline; writes ``metrics.json``."""
-    from negkit.train.runner import write_history
+    from negkit.train.runner import run_strategies
 
     started = time.perf_counter()
     data = load_interactions(config.dataset, seed=config.seed, **config.dataset_options)
-    strategies: dict[str, Any] = {}
-    history: list[dict[str, Any]] = []
-    for entry in config.strategies:
-        if not paths.result(entry).exists():
-            if on_strategy_start is not None:
-                on_strategy_start(entry, config.train.epochs)
-            train_recommender(entry, config, data, paths, on_epoch_end=on_epoch_end)
-        saved = read_json(paths.result(entry))
-        strategies[entry] = saved["metrics"]
-        history.extend(saved["history"])
-        write_history(paths, history)
+    strategies = run_strategies(
+        paths,
+        config,
+        lambda entry: train_recommender(entry, config, data, paths, on_epoch_end=on_epoch_end),
+        on_strategy_start,
+    )
     metrics = {
         "task": "recommendation",
         "dataset": config.dataset,

@@ -41,6 +41,7 @@ from negkit.losses.functional.core import nce_rows, similarity_logits
 from negkit.metrics import query_document_metrics
 from negkit.negatives import MCMCSampler, MinedSampler
 from negkit.strategies.registry import split_entry
+from negkit.train.checkpoint import load_training_state, save_training_state
 from negkit.train.schedule import warmup_cosine
 
 if TYPE_CHECKING:
@@ -302,19 +303,8 @@ def train_retrieval(
     scheduler = warmup_cosine(optimizer, train.epochs * steps_per_epoch, train.warmup_epochs * steps_per_epoch)
     primary = torch.tensor([ids[0] for ids in data.relevant])  # the document mining must never return
     mined = torch.full((data.num_queries, strategy.k), -1, dtype=torch.long)
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    checkpoint_path = paths.checkpoint(entry)
-    if checkpoint_path.exists():
-        state = load_torch(checkpoint_path)
-        towers.load_state_dict(state["towers"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        mined = state["mined"]
-        if mcmc is not None:
-            mcmc.load_state_dict(state["mcmc"])
-        history, start_epoch = state["history"], state["epoch"]
+    stateful = {"towers": towers, "optimizer": optimizer, "scheduler": scheduler, "mined": mined, "mcmc": mcmc}
+    history, start_epoch = load_training_state(paths.checkpoint(entry), generator=generator, **stateful)
 
     for epoch in range(start_epoch, train.epochs):
         started = time.perf_counter()
@@ -394,19 +384,7 @@ def train_retrieval(
         if settings.mode == "frozen" or epoch + 1 == train.epochs:
             record.update(evaluate(towers, data, run.test_ids))
         history.append(record)
-        save_torch(
-            checkpoint_path,
-            {
-                "towers": towers.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "mined": mined,
-                "mcmc": mcmc.state_dict() if mcmc is not None else None,
-                "epoch": epoch + 1,
-                "history": history,
-            },
-        )
+        save_training_state(paths.checkpoint(entry), generator=generator, epoch=epoch + 1, history=history, **stateful)
         if on_epoch_end is not None:
             on_epoch_end(record)
 
@@ -433,7 +411,7 @@ def run_retrieval(
     on_strategy_start: Callable[[str, int], None] | None = None,
 ) -> dict[str, Any]:
     """Every strategy of a retrieval config beside zero-shot retrieval; writes ``metrics.json``."""
-    from negkit.train.runner import write_history
+    from negkit.train.runner import run_strategies
 
     started = time.perf_counter()
     run = prepare_retrieval(config)
@@ -444,17 +422,12 @@ def run_retrieval(
         towers = FrozenTowers(*run.base) if run.base is not None else build_towers(run, config)
         zero_shot = evaluate(towers, run.data, run.test_ids)
         write_json(zero_shot_path, zero_shot)
-    strategies: dict[str, Any] = {}
-    history: list[dict[str, Any]] = []
-    for entry in config.strategies:
-        if not paths.result(entry).exists():
-            if on_strategy_start is not None:
-                on_strategy_start(entry, config.train.epochs)
-            train_retrieval(entry, config, run, paths, on_epoch_end=on_epoch_end)
-        saved = read_json(paths.result(entry))
-        strategies[entry] = saved["metrics"]
-        history.extend(saved["history"])
-        write_history(paths, history)
+    strategies = run_strategies(
+        paths,
+        config,
+        lambda entry: train_retrieval(entry, config, run, paths, on_epoch_end=on_epoch_end),
+        on_strategy_start,
+    )
     metrics = {
         "task": "retrieval",
         "dataset": config.dataset,

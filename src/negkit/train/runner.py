@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from negkit.data import DatasetSplits, IndexedDataset, ViewConfig, iterate_batches, load_dataset, random_views
-from negkit.io import load_torch, read_json, save_torch, write_json, write_text
+from negkit.io import read_json, save_torch, write_json, write_text
 from negkit.metrics import (
     alignment,
     knn_accuracy,
@@ -37,6 +37,7 @@ from negkit.metrics import (
 )
 from negkit.negatives import negative_report
 from negkit.strategies import StrategyLoss, create_strategy, get_strategy, parse_strategy_entry
+from negkit.train.checkpoint import load_training_state, save_training_state
 from negkit.train.config import RunConfig, build_config
 from negkit.train.encoders import ContrastiveModel, build_model
 from negkit.train.recommend import run_recommendation
@@ -223,18 +224,8 @@ def train_strategy(
     generator = torch.Generator().manual_seed(config.seed)
     views = ViewConfig(**config.views.model_dump())
     strategy.generator = generator
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-
-    checkpoint_path = paths.checkpoint(name)
-    if checkpoint_path.exists():
-        state = load_torch(checkpoint_path)
-        model.load_state_dict(state["model"])
-        strategy.load_state_dict(state["strategy"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        history, start_epoch = state["history"], state["epoch"]
+    stateful = {"model": model, "strategy": strategy, "optimizer": optimizer, "scheduler": scheduler}
+    history, start_epoch = load_training_state(paths.checkpoint(name), generator=generator, **stateful)
 
     for epoch in range(start_epoch, settings.epochs):
         model.train()
@@ -280,18 +271,7 @@ def train_strategy(
                     embed(model, probe_a, projection=True), embed(model, probe_b, projection=True), probe_labels
                 )
         history.append(record)
-        save_torch(
-            checkpoint_path,
-            {
-                "model": model.state_dict(),
-                "strategy": strategy.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "epoch": epoch + 1,
-                "history": history,
-            },
-        )
+        save_training_state(paths.checkpoint(name), generator=generator, epoch=epoch + 1, history=history, **stateful)
         if on_epoch_end is not None:
             on_epoch_end(record)
 
@@ -327,6 +307,28 @@ def write_history(paths: RunPaths, rows: list[dict[str, Any]]) -> None:
     write_text(paths.history, buffer.getvalue())
 
 
+def run_strategies(
+    paths: RunPaths,
+    config: RunConfig,
+    train_one: Callable[[str], Any],
+    on_strategy_start: Callable[[str, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train every strategy of ``config`` that has no saved result yet (``train_one(entry)`` writes it), keep
+    ``history.csv`` up to date, and return ``{entry: metrics}`` in config order. Shared by every task."""
+    strategies: dict[str, Any] = {}
+    history: list[dict[str, Any]] = []
+    for name in config.strategies:
+        if not paths.result(name).exists():
+            if on_strategy_start is not None:
+                on_strategy_start(name, config.train.epochs)
+            train_one(name)
+        saved = read_json(paths.result(name))
+        strategies[name] = saved["metrics"]
+        history.extend(saved["history"])
+        write_history(paths, history)
+    return strategies
+
+
 def run_experiment(
     paths: RunPaths,
     config: RunConfig,
@@ -346,19 +348,12 @@ def run_experiment(
     else:
         raw = raw_baseline(data, config)
         write_json(raw_path, raw)
-    strategies: dict[str, Any] = {}
-    history: list[dict[str, Any]] = []
-    for name in config.strategies:
-        if paths.result(name).exists():
-            saved = read_json(paths.result(name))
-        else:
-            if on_strategy_start is not None:
-                on_strategy_start(name, config.train.epochs)
-            train_strategy(name, config, data, paths, on_epoch_end=on_epoch_end)
-            saved = read_json(paths.result(name))
-        strategies[name] = saved["metrics"]
-        history.extend(saved["history"])
-        write_history(paths, history)
+    strategies = run_strategies(
+        paths,
+        config,
+        lambda name: train_strategy(name, config, data, paths, on_epoch_end=on_epoch_end),
+        on_strategy_start,
+    )
     metrics = {
         "dataset": config.dataset,
         "dataset_description": data.description,
