@@ -10,10 +10,12 @@ sentence-transformers; no hub access). Two modes:
 A strategy is one (negatives × loss) configuration, written ``"negatives:key=value,..."`` (see
 :class:`RetrievalStrategy`). For a batch of queries ``B`` (duplicate-free: no two share a text or a relevant
 document, :func:`negkit.data.text.duplicate_free_batches`), the candidate documents are the batch's positives
-plus, per strategy, mined or MCMC documents of every query in the batch (shared by all queries). Query i's
-positive is one of its relevant documents (drawn each epoch); every other candidate that is known to be
-relevant to it from the *training* pairs is removed from its negatives (``info_nce``, ``symmetric``) or
-counted as a positive (``decoupled_softmax``, ``mw_auc``).
+plus, per strategy, mined or MCMC documents of every query in the batch (shared by all queries); the
+multi-positive losses (``decoupled_softmax``, ``mw_auc``) also add every relevant document of the batch's
+queries. Query i's positive is one of its relevant documents (drawn each epoch); every other candidate that
+is known to be relevant to it from the *training* pairs is removed from its negatives (``info_nce``,
+``symmetric``) or counted as a positive (``decoupled_softmax``, ``mw_auc``). A batch left with one query and
+no extra negatives (duplicates can force it) is skipped and counted in ``skipped_batches``.
 
 Evaluation: test queries (a split by distinct query text) against the full corpus, Recall@1/10 (hit rate),
 MRR@10 and nDCG@10 (:func:`negkit.metrics.query_document_metrics`).
