@@ -29,3 +29,8 @@ def test_run_or_reuse_reuses_only_a_finished_run_with_the_same_config(tmp_path, 
     module.run_or_reuse(tmp_path / "run", config, lambda _: None)  # identical: reused
     module.run_or_reuse(tmp_path / "run", {**config, "seed": 2}, lambda _: None)  # changed: rerun
     assert calls == [1, 2]
+    (tmp_path / "run" / "metrics.json").unlink()  # as if interrupted: the same config resumes in place
+    (tmp_path / "run" / "results").mkdir()
+    (tmp_path / "run" / "results" / "kept.json").write_text("{}")
+    module.run_or_reuse(tmp_path / "run", {**config, "seed": 2}, lambda _: None)
+    assert calls == [1, 2, 2] and (tmp_path / "run" / "results" / "kept.json").exists()

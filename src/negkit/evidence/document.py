@@ -30,12 +30,14 @@ def update_section(document: str | Path, name: str, body: str) -> Path:
 
 
 def run_or_reuse(out: Path, data: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
-    """Run one config in ``out``, or reuse the finished run already there if its config is identical."""
+    """Run one config in ``out``; a run already there with the identical config is reused when finished and
+    resumed (finished strategies kept, the current one from its last checkpoint) when it was interrupted."""
     config = build_config(data)
-    finished = out / "metrics.json"
-    if finished.exists() and read_json(finished)["config"] == config.model_dump(mode="json"):
+    finished, started = out / "metrics.json", out / "config.json"
+    same = started.exists() and read_json(started) == config.model_dump(mode="json")
+    if same and finished.exists():
         progress(f"{out.name}: reused (finished with the same config)")
         return read_json(finished)
     progress(f"{out.name}: {config.dataset}, seed {config.seed}, {len(config.strategies)} strategies")
-    paths, config = prepare_run_dir(out, config, force=True)
+    paths, config = prepare_run_dir(out, None if same else config, force=not same, resume=same)
     return run_experiment(paths, config)
