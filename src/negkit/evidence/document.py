@@ -34,7 +34,8 @@ def run_or_reuse(out: Path, data: dict[str, Any], progress: Callable[[str], None
     resumed (finished strategies kept, the current one from its last checkpoint) when it was interrupted."""
     config = build_config(data)
     finished, started = out / "metrics.json", out / "config.json"
-    same = started.exists() and read_json(started) == config.model_dump(mode="json")
+    # compared after validation, so a run saved before a new setting (with its default) was added still matches
+    same = started.exists() and build_config(read_json(started)) == config
     if same and finished.exists():
         progress(f"{out.name}: reused (finished with the same config)")
         return read_json(finished)
