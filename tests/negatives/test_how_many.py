@@ -84,3 +84,34 @@ def test_adaptive_k_moves_towards_the_optimum_and_survives_a_checkpoint():
     assert restored.k == schedule.k and float(restored.q) == pytest.approx(0.9)
     falling = [schedule.update(0.5) for _ in range(200)]
     assert falling[-1] == optimal_k(0.1, 0.5, k_max=64) < target  # a worse-ranking model needs fewer
+
+
+def brute_force_per_negative(noise, q, harm, k_min=1, k_max=4096):
+    """E(K) = 1 − (ρ + λq)^K − harm·ρ·K evaluated at every integer K with plain floats."""
+    r = noise + (1 - noise) * q
+    return max(range(k_min, k_max + 1), key=lambda k: (1 - r**k - harm * noise * k, -k))
+
+
+@given(rho_values, q_values, st.floats(0.001, 5.0))
+def test_per_negative_closed_form_equals_the_integer_search(noise, q, harm):
+    got = optimal_k(noise, q, harm=harm, k_max=2048, model="per_negative")
+    best = brute_force_per_negative(noise, q, harm, k_max=2048)
+    value = effectiveness(got, noise, q, harm, model="per_negative")
+    assert math.isclose(value, effectiveness(best, noise, q, harm, model="per_negative"), rel_tol=1e-12, abs_tol=1e-15)
+
+
+def test_per_negative_properties_and_its_expectation():
+    # without a cost per false negative, more negatives always help
+    assert optimal_k(0.3, 0.8, k_max=300, model="per_negative") == 300
+    # K* falls as the noise rate grows
+    ks = [optimal_k(rho, 0.8, harm=0.1, model="per_negative") for rho in (0.01, 0.03, 0.1, 0.3)]
+    assert ks == sorted(ks, reverse=True) and ks[0] > ks[-1]
+    # the first term is P(at least one true negative above the positive), averaged over Binomial(K, ρ) false ones
+    noise, q, k = 0.2, 0.7, 6
+    exact = sum(math.comb(k, m) * noise**m * (1 - noise) ** (k - m) * (1 - q ** (k - m)) for m in range(k + 1))
+    assert math.isclose(effectiveness(k, noise, q, model="per_negative"), exact, rel_tol=1e-12)
+    with pytest.raises(ValueError, match="unknown model 'linear'"):
+        optimal_k(0.1, 0.7, model="linear")
+    schedule = AdaptiveK(0.05, interval=1, harm=0.1, k_max=512, model="per_negative")
+    schedule.update(0.9)
+    assert schedule.model == "per_negative" and schedule.k > 1

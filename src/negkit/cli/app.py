@@ -175,7 +175,12 @@ def evidence(
 def optimal_k_command(
     noise: Annotated[float | None, typer.Option(help="False-negative rate ρ of one sampled negative.")] = None,
     q: Annotated[float | None, typer.Option(help="Share of (positive, true negative) pairs ranked correctly.")] = None,
-    harm: Annotated[float, typer.Option(help="Cost of a contaminated sample (0: closed form).")] = 0.0,
+    harm: Annotated[
+        float, typer.Option(help="Cost of a contaminated sample (all_clean) or of one false negative.")
+    ] = 0.0,
+    model: Annotated[
+        str, typer.Option(help="all_clean (default) or per_negative; see negkit.negatives.how_many.")
+    ] = "all_clean",
     k_min: Annotated[int, typer.Option(help="Smallest K.")] = 1,
     k_max: Annotated[int, typer.Option(help="Largest K.")] = 4096,
     from_run: Annotated[Path | None, typer.Option(help="Take ρ and q from the last epoch of a run's ANS.")] = None,
@@ -195,14 +200,14 @@ def optimal_k_command(
     if noise is None or q is None:
         _fail("pass --noise and --q, or --from-run DIR")
     try:
-        best = optimal_k(noise, q, k_min=k_min, k_max=k_max, harm=harm)
+        best = optimal_k(noise, q, k_min=k_min, k_max=k_max, harm=harm, model=model)
     except ValueError as error:
         _fail(str(error))
     console.print(
-        f"K* = [bold]{best}[/] for noise rate ρ = {noise:.4g}, q = {q:.4g}, harm = {harm:g} "
-        f"(E(K*) = {effectiveness(best, noise, q, harm):.4f})"
+        f"K* = [bold]{best}[/] for noise rate ρ = {noise:.4g}, q = {q:.4g}, harm = {harm:g}, model {model} "
+        f"(E(K*) = {effectiveness(best, noise, q, harm, model=model):.4f})"
     )
-    console.print(f"plot: {effectiveness_curve(noise, q, harm, best, k_min, k_max, plot)}")
+    console.print(f"plot: {effectiveness_curve(noise, q, harm, best, k_min, k_max, plot, model)}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

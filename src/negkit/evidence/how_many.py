@@ -36,7 +36,8 @@ from negkit.negatives import optimal_k
 from negkit.report.plots import save_figure
 
 K_VALUES = (1, 2, 4, 8, 16, 32, 64, 128)
-HARM_GRID = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+HARM_GRID = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+MODELS = ("all_clean", "per_negative")
 
 
 def class_conditional_false_negative_rate(clean: torch.Tensor, noisy: torch.Tensor) -> float:
@@ -71,8 +72,13 @@ class Sweep:
         means = self.means()
         return max(means, key=means.get)
 
-    def predicted(self, harm: float) -> int:
-        return optimal_k(self.rho, min(max(self.q, 1e-6), 1 - 1e-6), k_max=max(self.scores), harm=harm)
+    def predicted(self, harm: float, model: str = "all_clean") -> int:
+        q = min(max(self.q, 1e-6), 1 - 1e-6)
+        return optimal_k(self.rho, q, k_max=max(self.scores), harm=harm, model=model)
+
+    def error(self, harm: float, model: str = "all_clean") -> float:
+        """|log2(K*/best K)|: 0 when the prediction is exact, 1 when it is off by a factor of 2."""
+        return abs(math.log2(self.predicted(harm, model) / self.best_k))
 
 
 def _sweep(
@@ -183,9 +189,11 @@ def _recommendation_sweeps(
     return sweeps
 
 
-def calibrate_harm(sweeps: list[Sweep], grid: tuple[float, ...] = HARM_GRID) -> tuple[float, float]:
+def calibrate_harm(
+    sweeps: list[Sweep], grid: tuple[float, ...] = HARM_GRID, model: str = "all_clean"
+) -> tuple[float, float]:
     """The ``harm`` in ``grid`` with the smallest mean |log2(K*/best K)| over ``sweeps``, and that error."""
-    errors = {h: statistics.mean(abs(math.log2(s.predicted(h) / s.best_k)) for s in sweeps) for h in grid}
+    errors = {h: statistics.mean(s.error(h, model) for s in sweeps) for h in grid}
     harm = min(errors, key=lambda h: (errors[h], h))
     return harm, errors[harm]
 
@@ -194,10 +202,11 @@ def _spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f}" + (f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else "")
 
 
-def _tables(sweeps: list[Sweep], harm: float, label: str, metric: str) -> list[str]:
+def _tables(sweeps: list[Sweep], harms: dict[str, float], label: str, metric: str) -> list[str]:
     lines = [
-        f"| {label} | ρ | q (warm-up) | K* (harm 0) | K* (harm {harm:g}) | measured best K | K*/best (harm 0) "
-        f"| {metric} at best K | {metric} at median K | ANS | ANS vs best | ANS final K |",
+        f"| {label} | ρ | q (warm-up) | K* all_clean, harm 0 | K* all_clean, harm {harms['all_clean']:g} "
+        f"| K* per_negative, harm {harms['per_negative']:g} | measured best K | {metric} at best K "
+        f"| {metric} at median K | ANS | ANS − best | ANS final K |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in sweeps:
@@ -205,9 +214,9 @@ def _tables(sweeps: list[Sweep], harm: float, label: str, metric: str) -> list[s
         median = statistics.median(means.values())
         ans = statistics.mean(s.ans_scores)
         lines.append(
-            f"| {s.setting} | {s.rho:.4f} | {s.q:.3f} | {s.predicted(0.0)} | {s.predicted(harm)} | {s.best_k} | "
-            f"{s.predicted(0.0) / s.best_k:.2f} | {means[s.best_k]:.4f} | {median:.4f} | {ans:.4f} | "
-            f"{ans - means[s.best_k]:+.4f} | {statistics.mean(s.ans_final_k):.0f} |"
+            f"| {s.setting} | {s.rho:.4f} | {s.q:.3f} | {s.predicted(0.0)} | {s.predicted(harms['all_clean'])} | "
+            f"{s.predicted(harms['per_negative'], 'per_negative')} | {s.best_k} | {means[s.best_k]:.4f} | "
+            f"{median:.4f} | {ans:.4f} | {ans - means[s.best_k]:+.4f} | {statistics.mean(s.ans_final_k):.0f} |"
         )
     k_values = list(sweeps[0].scores)
     header = [
@@ -227,17 +236,19 @@ def _tables(sweeps: list[Sweep], harm: float, label: str, metric: str) -> list[s
     return lines
 
 
-def _plot(sweeps: list[Sweep], harm: float, ylabel: str, title: str, path: Path) -> None:
+def _plot(sweeps: list[Sweep], harms: dict[str, float], ylabel: str, title: str, path: Path) -> None:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for index, s in enumerate(sweeps):
         means = s.means()
         color = f"C{index}"
         axes.plot(list(means), list(means.values()), marker="o", color=color, label=f"{s.setting} (ρ={s.rho:.3f})")
         axes.axhline(statistics.mean(s.ans_scores), color=color, linestyle="--", linewidth=1)
-        axes.axvline(s.predicted(harm), color=color, linestyle=":", linewidth=1)
+        axes.axvline(s.predicted(harms["all_clean"]), color=color, linestyle=":", linewidth=1)
+        axes.axvline(s.predicted(harms["per_negative"], "per_negative"), color=color, linestyle="-.", linewidth=1)
     axes.set_xscale("log", base=2)
     axes.set(xlabel="negatives per anchor K", ylabel=ylabel, title=title)
-    axes.legend(fontsize=7, title="solid: fixed K · dashed: ANS · dotted: predicted K*", title_fontsize=7)
+    legend_title = "solid: fixed K · dashed: ANS · K* dotted: all_clean, dash-dot: per_negative"
+    axes.legend(fontsize=7, title=legend_title, title_fontsize=7)
     save_figure(figure, path)
 
 
@@ -257,15 +268,16 @@ def how_many_evidence(
     calibration = _image_sweeps(
         runs, "digits", noise_levels, k_values, seeds, calibration_epochs, calibration_warmup, progress
     )
-    harm, calibration_error = calibrate_harm(calibration)
+    calibrated = {model: calibrate_harm(calibration, model=model) for model in MODELS}
+    harms = {model: harm for model, (harm, _) in calibrated.items()}
 
     figures.mkdir(parents=True, exist_ok=True)
-    _plot(recommendation, harm, "HR@10 (test)", "MovieLens-100k: HR@10 vs K", figures / "how_many_recommendation.png")
-    _plot(images, harm, "kNN accuracy (test)", "MNIST-5000 with label noise: kNN vs K", figures / "how_many_k.png")
-    _plot(calibration, harm, "kNN accuracy (test)", "digits (calibration): kNN vs K", figures / "how_many_digits.png")
+    _plot(recommendation, harms, "HR@10 (test)", "MovieLens-100k: HR@10 vs K", figures / "how_many_recommendation.png")
+    _plot(images, harms, "kNN accuracy (test)", "MNIST-5000 with label noise: kNN vs K", figures / "how_many_k.png")
+    _plot(calibration, harms, "kNN accuracy (test)", "digits (calibration): kNN vs K", figures / "how_many_digits.png")
 
-    def error(sweeps: list[Sweep], h: float) -> float:
-        return statistics.mean(abs(math.log2(s.predicted(h) / s.best_k)) for s in sweeps)
+    def error(sweeps: list[Sweep], harm: float, model: str = "all_clean") -> str:
+        return f"{statistics.mean(s.error(harm, model) for s in sweeps):.2f}"
 
     lines = [
         "## How many negatives: predicted K* vs measured best K, and ANS",
@@ -274,13 +286,20 @@ def how_many_evidence(
         f"{time.perf_counter() - started:.0f} s "
         f"(finished runs with an identical config are reused). Seeds {list(seeds)}; K ∈ {list(k_values)}. "
         "ρ = measured false-negative rate of the sampler; q = ranking quality the ANS run logged at the end of "
-        "warm-up (before any test result). K* = `optimal_k(ρ, q, k_max=128, harm)`. `harm` is calibrated on "
-        f"scikit-learn digits only: **harm = {harm:g}** (mean |log2(K*/best)| on digits {calibration_error:.2f}). "
+        "warm-up (before any test result). K* = `optimal_k(ρ, q, k_max=128, harm, model)` for negkit's two models "
+        "(`all_clean`: a sample with any false negative is lost; `per_negative`: each false negative costs `harm`, "
+        "see `negkit.negatives.how_many`). `harm` is calibrated per model on scikit-learn digits only: "
+        f"**all_clean harm = {harms['all_clean']:g}** (digits error {calibrated['all_clean'][1]:.2f}), "
+        f"**per_negative harm = {harms['per_negative']:g}** (digits error {calibrated['per_negative'][1]:.2f}). "
         "ANS starts at K = 4 and follows K* of its running q.",
         "",
         "Prediction error, mean |log2(K*/best K)| (0 = exact; 1 = off by a factor 2): "
-        f"recommendation {error(recommendation, 0.0):.2f} (harm 0) / {error(recommendation, harm):.2f} (calibrated); "
-        f"images {error(images, 0.0):.2f} / {error(images, harm):.2f}.",
+        + "; ".join(
+            f"{name}: all_clean {error(sweeps, 0.0)} (harm 0) / {error(sweeps, harms['all_clean'])} (calibrated), "
+            f"per_negative {error(sweeps, harms['per_negative'], 'per_negative')} (calibrated)"
+            for name, sweeps in (("recommendation", recommendation), ("images", images), ("digits", calibration))
+        )
+        + ".",
         "",
         "### Recommendation: MovieLens-100k (two-tower, InfoNCE over K uniformly sampled unrated items)",
         "",
@@ -290,7 +309,7 @@ def how_many_evidence(
         "negatives (hidden and test items), a lower bound. 15 epochs, batch 1,024, AdamW lr 0.01, dim 64, "
         "T = 0.1, user and item features.",
         "",
-        *_tables(recommendation, harm, "setting", "HR@10"),
+        *_tables(recommendation, harms, "setting", "HR@10"),
         "",
         "![HR@10 vs K](figures/how_many_recommendation.png)",
         "",
@@ -300,13 +319,13 @@ def how_many_evidence(
         f"same-label batch rows), {image_epochs} epochs, warm-up {image_warmup}; kNN accuracy on the clean test "
         "set. ρ is the exact false-negative rate of class-conditional sampling under the noisy labels.",
         "",
-        *_tables(images, harm, "setting", "kNN"),
+        *_tables(images, harms, "setting", "kNN"),
         "",
         "![kNN vs K under label noise](figures/how_many_k.png)",
         "",
         f"### Calibration set: scikit-learn digits (same image protocol, {calibration_epochs} epochs)",
         "",
-        *_tables(calibration, harm, "setting", "kNN"),
+        *_tables(calibration, harms, "setting", "kNN"),
         "",
         "![digits kNN vs K](figures/how_many_digits.png)",
     ]

@@ -14,6 +14,18 @@ equations were not available to us; **the model below is negkit's own**, built o
 * For ``harm = 0``, ``dE/dK = 0`` gives ``q^K = ln λ / ln(λq)``: ``K* = ln(ln λ / ln(λq)) / ln q``, taken at the
   better neighbouring integer and clipped to ``[k_min, k_max]``. Clean labels (ρ → 0) give ``k_max``; K*
   falls as ρ grows and rises as q grows. Example: ρ = 0.1, q = 0.7 gives K* = 4.
+
+That model (``model="all_clean"``, the default) treats one false negative as spoiling the whole sample. Measured
+on real data (``negkit evidence how-many``) it predicts far too few negatives, so negkit also offers
+``model="per_negative"``: a sample teaches if at least one of its *true* negatives is scored above the positive,
+and each false negative costs ``harm`` on its own. With ``m ~ Binomial(K, ρ)`` false negatives,
+``E[q^{K−m}] = (ρ + λq)^K``, so::
+
+      E(K) = 1 − (ρ + λq)^K − harm · ρ · K
+
+Without harm more negatives always help (``k_max``); with ``harm > 0`` the optimum is
+``K* = ln(harm·ρ / −ln r) / ln r`` with ``r = ρ + λq`` (``k_min`` when even the first negative costs more than
+it brings).
 """
 
 from __future__ import annotations
@@ -35,30 +47,58 @@ def _check(noise_rate: float, q: float, harm: float) -> tuple[float, float, floa
     return rho, q, harm
 
 
-def effectiveness(k: float | Tensor, noise_rate: float, q: float, harm: float = 0.0) -> float | Tensor:
-    """Training effectiveness ``E(K) = λ^K (1 − q^K) − harm (1 − λ^K)`` of K negatives (negkit's model)."""
+MODELS = ("all_clean", "per_negative")
+
+
+def _check_model(model: str) -> str:
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(MODELS)}")
+    return model
+
+
+def effectiveness(
+    k: float | Tensor, noise_rate: float, q: float, harm: float = 0.0, *, model: str = "all_clean"
+) -> float | Tensor:
+    """Training effectiveness of K negatives (negkit's models, see the module docstring):
+    ``all_clean``: ``λ^K (1 − q^K) − harm (1 − λ^K)``; ``per_negative``: ``1 − (ρ + λq)^K − harm·ρ·K``."""
     rho, q, harm = _check(noise_rate, q, harm)
     lam = 1.0 - rho
     if isinstance(k, Tensor):
         k = k.double()
-        return lam**k * (1 - q**k) - harm * (1 - lam**k)
+    if _check_model(model) == "per_negative":
+        return 1 - (rho + lam * q) ** k - harm * rho * k
     return lam**k * (1 - q**k) - harm * (1 - lam**k)
 
 
-def optimal_k(noise_rate: float, q: float, *, k_min: int = 1, k_max: int = 4096, harm: float = 0.0) -> int:
-    """The K in ``[k_min, k_max]`` that maximises :func:`effectiveness` (closed form for ``harm = 0``)."""
+def optimal_k(
+    noise_rate: float,
+    q: float,
+    *,
+    k_min: int = 1,
+    k_max: int = 4096,
+    harm: float = 0.0,
+    model: str = "all_clean",
+) -> int:
+    """The K in ``[k_min, k_max]`` that maximises :func:`effectiveness` (closed form where there is one)."""
     rho, q, harm = _check(noise_rate, q, harm)
     if not 1 <= k_min <= k_max:
         raise ValueError(f"need 1 <= k_min <= k_max, got k_min={k_min}, k_max={k_max}")
-    if harm > 0:
+    lam = 1.0 - rho
+    if _check_model(model) == "per_negative":
+        if harm == 0.0 or rho == 0.0:
+            return k_max  # no cost per negative: E(K) grows with K
+        r = rho + lam * q
+        k_star = math.log(harm * rho / -math.log(r)) / math.log(r)
+    elif harm > 0:
         ks = torch.arange(k_min, k_max + 1, dtype=torch.float64)
         return int(ks[int(torch.argmax(effectiveness(ks, rho, q, harm)))])
-    if rho == 0.0:
+    elif rho == 0.0:
         return k_max  # clean labels: E(K) = 1 − q^K grows with K
-    lam = 1.0 - rho
-    k_star = math.log(math.log(lam) / math.log(lam * q)) / math.log(q)
+    else:
+        k_star = math.log(math.log(lam) / math.log(lam * q)) / math.log(q)
+    k_star = min(max(k_star, k_min), k_max)
     candidates = {min(k_max, max(k_min, c)) for c in (math.floor(k_star), math.ceil(k_star))}
-    return max(sorted(candidates), key=lambda k: effectiveness(k, rho, q))
+    return max(sorted(candidates), key=lambda k: effectiveness(k, rho, q, harm, model=model))
 
 
 def collision_rate(labels: Tensor, *, label_noise: float = 0.0, class_conditional: bool = False) -> float:
@@ -107,8 +147,10 @@ class AdaptiveK(nn.Module):
         k_max: int = 256,
         harm: float = 0.0,
         initial_k: int | None = None,
+        model: str = "all_clean",
     ) -> None:
         super().__init__()
+        self.model = _check_model(model)
         self.noise_rate = check_finite_scalar("noise_rate", noise_rate, low=0.0, high=1.0, high_inclusive=False)
         if interval < 1:
             raise ValueError(f"interval must be >= 1, got {interval}")
@@ -136,7 +178,7 @@ class AdaptiveK(nn.Module):
         self.step += 1
         if int(self.step) % self.interval == 0:
             q = min(max(float(self.q), 1e-6), 1 - 1e-6)
-            target = optimal_k(self.noise_rate, q, k_min=self.k_min, k_max=self.k_max, harm=self.harm)
+            target = optimal_k(self.noise_rate, q, k_min=self.k_min, k_max=self.k_max, harm=self.harm, model=self.model)
             self.log_k.fill_(self.smoothing * float(self.log_k) + (1 - self.smoothing) * math.log(target))
         return self.k
 

@@ -148,12 +148,14 @@ def k_trajectory(history: list[dict[str, Any]], path: Path) -> Path:
     return save_figure(figure, path)
 
 
-def effectiveness_curve(noise: float, q: float, harm: float, best: int, k_min: int, k_max: int, path: Path) -> Path:
-    """E(K) of negkit's how-many-negatives model with K* marked."""
+def effectiveness_curve(
+    noise: float, q: float, harm: float, best: int, k_min: int, k_max: int, path: Path, model: str = "all_clean"
+) -> Path:
+    """E(K) of one of negkit's how-many-negatives models with K* marked."""
     from negkit.negatives import effectiveness
 
     ks = torch.unique(torch.logspace(0, torch.log10(torch.tensor(float(k_max))), 400).round().clamp(min=k_min))
-    values = effectiveness(ks, noise, q, harm)
+    values = effectiveness(ks, noise, q, harm, model=model)
     figure, axes = plt.subplots(figsize=(6, 4))
     axes.plot(ks.numpy(), values.numpy())
     axes.axvline(best, color="C3", linestyle="--", label=f"K* = {best}")
@@ -161,7 +163,7 @@ def effectiveness_curve(noise: float, q: float, harm: float, best: int, k_min: i
     axes.set(
         xlabel="negatives per anchor K",
         ylabel="training effectiveness E(K)",
-        title=f"ρ = {noise:.3g}, q = {q:.3g}, harm = {harm:g}",
+        title=f"{model}: ρ = {noise:.3g}, q = {q:.3g}, harm = {harm:g}",
     )
     axes.legend()
     return save_figure(figure, path)

@@ -212,6 +212,7 @@ class ANS(CachedNegatives):
         initial_k: int = 4,
         harm: float = 0.0,
         in_batch: bool = False,
+        model: str = "all_clean",
     ) -> None:
         super().__init__(initial_k, temperature, in_batch, importance_weights=False)
         self.noise_rate, self.label_noise, self.class_conditional = noise_rate, label_noise, class_conditional
@@ -224,6 +225,7 @@ class ANS(CachedNegatives):
             k_max=k_max,
             harm=harm,
             initial_k=initial_k,
+            model=model,
         )
 
     @torch.no_grad()
