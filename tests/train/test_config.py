@@ -6,7 +6,7 @@ from negkit.train.config import ConfigError, RunConfig, build_config, load_confi
 def test_default_config_is_valid_and_complete():
     config = load_config()
     assert config.dataset == "mnist5000" and config.train.epochs == 30
-    assert config.strategies == ["simclr", "dcl", "hucl", "scl", "supcon", "hscl"]
+    assert config.strategies == ["simclr", "dcl", "hucl", "scl", "supcon", "hscl", "ans:in_batch=true"]
 
 
 def test_toml_and_overrides(tmp_path):

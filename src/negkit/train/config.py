@@ -101,7 +101,9 @@ class RunConfig(_Strict):
     dataset_options: dict[str, Scalar] = Field(default_factory=dict)
     seed: int = 0
     #: registered names, or variants with inline parameters such as ``"uniform-k:k=16"`` (each its own run)
-    strategies: list[str] = Field(default_factory=lambda: ["simclr", "dcl", "hucl", "scl", "supcon", "hscl"])
+    strategies: list[str] = Field(
+        default_factory=lambda: ["simclr", "dcl", "hucl", "scl", "supcon", "hscl", "ans:in_batch=true"]
+    )
     strategy_params: dict[str, dict[str, Scalar]] = Field(default_factory=dict)
     train: TrainSettings = Field(default_factory=TrainSettings)
     views: ViewSettings = Field(default_factory=ViewSettings)
