@@ -122,9 +122,8 @@ def retrieval_evidence(
     ]
     for dataset in DATASETS:
         base = zero_shot[dataset]
-        lines.append(
-            f"| {dataset} | zero-shot | – | " + " | ".join(f"{base[k]:.4f}" for k, _ in METRICS) + " | – | – |"
-        )
+        cells = " | ".join(_cell(base[k]) for k, _ in METRICS)
+        lines.append(f"| {dataset} | zero-shot | – | {cells} | – | – | – |")
         for row_dataset, mode, entry, values in rows:
             if row_dataset != dataset:
                 continue
