@@ -158,7 +158,7 @@ ERRORS = {
     "query 1-D": (lambda: query_document_metrics(x[0], docs, rel), "query_embeddings must be 2-D"),
     "query int": (lambda: query_document_metrics(x.long(), docs, rel), "query_embeddings must be a floating"),
     "query list": (lambda: query_document_metrics(x.tolist(), docs, rel), "query_embeddings must be a torch.Tensor"),
-    "no queries": (lambda: query_document_metrics(x[:0], docs, []), "query_embeddings must have at least one row"),
+    "no queries": (lambda: query_document_metrics(x[:0], docs, []), "query_embeddings must have at least 1 row"),
     "feature mismatch": (lambda: query_document_metrics(x, randn(1, 6, 4), rel), "must have 3 features"),
     "dtype mismatch": (lambda: query_document_metrics(x, docs.float(), rel), "has dtype torch.float32 but"),
     "device mismatch": (lambda: query_document_metrics(x, docs.to("meta"), rel), "document_embeddings is on meta"),

@@ -42,8 +42,9 @@ def check_chunk_size(chunk_size: object) -> int:
     return check_int("chunk_size", chunk_size, low=1)
 
 
-def check_embeddings(name: str, x: object, *, min_rows: int = 1) -> Tensor:
-    """Check an ``[N,d]`` floating embedding matrix: finite, ``N >= min_rows``, ``d >= 1``, no all-zero row.
+def check_embeddings(name: str, x: object, *, min_rows: int = 1, cosine: bool = True) -> Tensor:
+    """Check an ``[N,d]`` floating embedding matrix: finite, ``N >= min_rows``, ``d >= 1``, and (for cosine
+    similarity) no all-zero row.
 
     An all-zero row has no direction, so its cosine similarity to anything is undefined; it is rejected
     rather than silently normalised to the zero vector.
@@ -53,6 +54,8 @@ def check_embeddings(name: str, x: object, *, min_rows: int = 1) -> Tensor:
         raise ValueError(f"{name} must have at least {min_rows} row(s), got shape {tuple(x.shape)}")
     if x.shape[1] < 1:
         raise ValueError(f"{name} must have at least 1 feature column, got shape {tuple(x.shape)}")
+    if not cosine:
+        return x
     zero_rows = ~(x != 0).any(dim=1)
     if bool(zero_rows.any()):
         first = int(torch.nonzero(zero_rows)[0, 0])

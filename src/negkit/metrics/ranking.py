@@ -13,8 +13,16 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from negkit._validation import check_similarity, check_tensor, count_non_finite
-from negkit.metrics._common import DEFAULT_CHUNK_SIZE, check_chunk_size, check_int, chunks, normalise
+from negkit._validation import check_similarity, check_tensor
+from negkit.metrics._common import (
+    DEFAULT_CHUNK_SIZE,
+    check_chunk_size,
+    check_embeddings,
+    check_int,
+    check_same_dim,
+    chunks,
+    normalise,
+)
 
 
 class Relevance(NamedTuple):
@@ -113,22 +121,21 @@ def query_document_metrics(
             ``similarity`` or ``chunk_size``.
     """
     check_similarity(similarity)
-    queries = _check_matrix("query_embeddings", query_embeddings)
-    documents = _check_matrix("document_embeddings", document_embeddings)
-    if documents.shape[1] != queries.shape[1]:
-        raise ValueError(
-            f"document_embeddings must have {queries.shape[1]} features like query_embeddings, "
-            f"got shape {tuple(documents.shape)}"
-        )
-    if documents.device != queries.device:
-        raise ValueError(f"document_embeddings is on {documents.device} but query_embeddings is on {queries.device}")
+    cosine = similarity == "cosine"
+    queries = check_embeddings("query_embeddings", query_embeddings, cosine=cosine)
+    # shape and device before values, so that a document matrix on another device is named as such
+    check_same_dim(
+        "document_embeddings",
+        check_tensor("document_embeddings", document_embeddings, 2, finite=False),
+        "query_embeddings",
+        queries,
+    )
+    documents = check_embeddings("document_embeddings", document_embeddings, cosine=cosine)
     if documents.dtype != queries.dtype:
         raise ValueError(
             f"document_embeddings has dtype {documents.dtype} but query_embeddings has dtype {queries.dtype}; "
             "cast them to the same dtype"
         )
-    _check_values("query_embeddings", queries, similarity)
-    _check_values("document_embeddings", documents, similarity)
     num_queries, num_documents = queries.shape[0], documents.shape[0]
     offsets, doc_ids = _check_relevance(relevant, num_queries, num_documents)
     ks = _check_ks(ks)
@@ -184,29 +191,6 @@ def query_document_metrics(
     result[f"mrr@{cutoff}"] = mrr_sum / num_queries
     result[f"ndcg@{cutoff}"] = ndcg_sum / num_queries
     return result
-
-
-def _check_matrix(name: str, x: object) -> Tensor:
-    """Check that ``x`` is an ``[N, d]`` floating tensor with ``N, d >= 1`` (values are checked later)."""
-    x = check_tensor(name, x, 2, finite=False)
-    if x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(f"{name} must have at least one row and one column, got shape {tuple(x.shape)}")
-    return x
-
-
-def _check_values(name: str, x: Tensor, similarity: str) -> None:
-    """Reject non-finite entries and, for cosine similarity, all-zero rows (they have no direction)."""
-    bad = count_non_finite(x)
-    if bad:
-        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
-    if similarity == "cosine":
-        zero_rows = ~(x != 0).any(dim=1)
-        if bool(zero_rows.any()):
-            first = int(torch.nonzero(zero_rows)[0, 0])
-            raise ValueError(
-                f"{name} has {int(zero_rows.sum())} all-zero row(s) (first: row {first}); "
-                "cosine similarity is undefined"
-            )
 
 
 def _check_relevance(relevant: object, num_queries: int, num_documents: int) -> tuple[Tensor, Tensor]:
