@@ -73,7 +73,8 @@ def test_bad_config_and_resume_misuse_exit_with_a_message(tmp_path, config_file)
 
 def test_listing_commands():
     assert "hscl" in runner.invoke(app, ["strategies"]).output
-    assert "mnist5000" in runner.invoke(app, ["datasets"]).output
+    listing = runner.invoke(app, ["datasets"]).output
+    assert "mnist5000" in listing and "recommendation: ml-100k" in listing and "chatterbot" in listing
 
 
 def test_optimal_k_prints_k_star_and_writes_the_plot(tmp_path):

@@ -46,7 +46,10 @@ CASES = {
     "labels float": (lambda: info_nce(a, p, labels=torch.zeros(4)), "labels must hold integer class ids"),
     "reduction": (lambda: info_nce(a, p, reduction="avg"), "reduction must be one of"),
     "similarity": (lambda: info_nce(a, p, similarity="l2"), "similarity must be one of"),
-    "symmetric explicit": (lambda: info_nce(a, p, randn(2, 2, 3), symmetric=True), "symmetric=True uses in-batch"),
+    "symmetric no in-batch": (
+        lambda: info_nce(a, p, randn(2, 2, 3), symmetric=True, in_batch_negatives=False),
+        "symmetric=True needs in_batch_negatives=True",
+    ),
     "no negatives": (lambda: info_nce(a, p, in_batch_negatives=False), "no negatives"),
     "single pair": (lambda: info_nce(a[:1], p[:1]), r"anchors \[0\] have no negative"),
     "labels mask all": (

@@ -97,6 +97,14 @@ def test_symmetric_averages_both_directions():
     )
 
 
+def test_symmetric_with_explicit_negatives_uses_them_in_the_forward_direction_only():
+    a, p, shared, per_anchor = randn(7, 5, 4), randn(8, 5, 4), randn(9, 3, 4), randn(10, 5, 2, 4)
+    for negatives in (shared, per_anchor):
+        got = info_nce(a, p, negatives, symmetric=True, reduction="none")
+        want = 0.5 * (ref.info_nce(a, p, negatives, temperature=0.1) + ref.info_nce(p, a, temperature=0.1))
+        torch.testing.assert_close(got, want)
+
+
 def test_reductions_are_consistent():
     a, p = randn(7, 6, 4), randn(8, 6, 4)
     none = info_nce(a, p, reduction="none")

@@ -84,6 +84,12 @@ def test_a_model_that_scores_the_test_item_highest_is_perfect_and_popularity_is_
     assert perfect == {"hr@10": 1.0, "ndcg@10": 1.0}
     baseline = popularity_ranking(data)
     assert 0.0 < baseline["ndcg@10"] < baseline["hr@10"] < 1.0
+    broken = users.clone()
+    broken[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="user_vectors contains"):
+        leave_last_out_ranking(broken, torch.eye(data.num_items), data)
+    with pytest.raises(ValueError, match="item vectors"):
+        leave_last_out_ranking(users, torch.eye(data.num_items)[:10], data)
 
 
 def test_a_run_learns_logs_k_and_writes_a_report(tmp_path):

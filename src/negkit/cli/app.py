@@ -238,11 +238,18 @@ def strategies() -> None:
 
 @app.command()
 def datasets() -> None:
-    """List the registered datasets."""
+    """List the registered datasets of each task (the ``task`` key of a config)."""
     from negkit.data import list_datasets
+    from negkit.data.interactions import INTERACTION_DATASETS
+    from negkit.data.text import list_retrieval_datasets
 
-    for name in list_datasets():
-        console.print(name)
+    tasks = {
+        "contrastive": list_datasets(),
+        "recommendation": list(INTERACTION_DATASETS),
+        "retrieval": list_retrieval_datasets(),
+    }
+    for task, names in tasks.items():
+        console.print(f"{task}: {', '.join(names)}")
 
 
 @app.command()

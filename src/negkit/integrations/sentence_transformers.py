@@ -73,8 +73,8 @@ class NegkitLoss(nn.Module):
     query and the candidates are the ``B`` anchors (``a_i`` its positive, the other ``B − 1`` anchors its
     negatives; hard negatives are not used in this direction). This is sentence-transformers'
     ``MultipleNegativesSymmetricRankingLoss`` (= ``MultipleNegativesRankingLoss(directions=("query_to_doc",
-    "doc_to_query"), partition_mode="per_direction")``), and for two columns negkit's
-    ``info_nce(symmetric=True)``.
+    "doc_to_query"), partition_mode="per_direction")``), and negkit's ``info_nce(symmetric=True)``, which the
+    adapter calls for ``loss="info_nce"``.
 
     The losses, with ``s = sim / temperature`` (cosine similarity unless ``similarity="dot"``):
 
@@ -203,13 +203,18 @@ class NegkitLoss(nn.Module):
                 "class ids to the dataset, or set use_labels=False"
             )
         labels = labels if self.use_labels else None
+        if self.loss_name == "info_nce" and self._loss_fn is None:
+            return self._direction(anchor, positive, hard, labels, symmetric=self.symmetric)  # both in one call
         loss = self._direction(anchor, positive, hard, labels)
         if self.symmetric:
             loss = 0.5 * (loss + self._direction(positive, anchor, None, labels))
         return loss
 
-    def _direction(self, queries: Tensor, documents: Tensor, hard: Tensor | None, labels: Tensor | None) -> Tensor:
-        """One direction: query ``i`` [B,d] against documents [B,d] (row i its positive) and hard [B,K,d]."""
+    def _direction(
+        self, queries: Tensor, documents: Tensor, hard: Tensor | None, labels: Tensor | None, *, symmetric: bool = False
+    ) -> Tensor:
+        """One direction: query ``i`` [B,d] against documents [B,d] (row i its positive) and hard [B,K,d]
+        (``symmetric``: info_nce adds the reverse direction itself)."""
         batch, dim = queries.shape
         shared = None if hard is None else hard.reshape(-1, dim)  # [B·K, d]: candidates of every query
         options = dict(self.loss_kwargs)
@@ -230,6 +235,7 @@ class NegkitLoss(nn.Module):
                 temperature=self.temperature,
                 labels=labels,
                 in_batch_negatives=in_batch,
+                symmetric=symmetric,
                 **options,
             )
         items = documents if shared is None else torch.cat([documents, shared])  # [B + B·K, d]

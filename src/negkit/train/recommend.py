@@ -20,9 +20,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from negkit._validation import check_tensor
 from negkit.data.interactions import InteractionData, load_interactions
 from negkit.io import write_json
 from negkit.losses.functional.core import nce_rows, similarity_logits
@@ -93,19 +93,23 @@ def leave_last_out_ranking(
     """HR@k and nDCG@k of each user's test item among all items but the user's other known positives.
 
     ``user_vectors [U, d]``, ``item_vectors [I, d]`` (cosine similarity). Ties count against the test item.
+    Non-finite vectors are an error (a NaN score would never rank above the test item: a silent perfect HR).
     """
-    scores = F.normalize(user_vectors.double(), dim=1) @ F.normalize(item_vectors.double(), dim=1).T
-    return _rank_metrics(scores, data, k)
+    users = check_tensor("user_vectors", user_vectors, 2)
+    items = check_tensor("item_vectors", item_vectors, 2)
+    if users.shape[0] != data.num_users or items.shape[0] != data.num_items:
+        raise ValueError(
+            f"need [{data.num_users}, d] user and [{data.num_items}, d] item vectors, "
+            f"got {tuple(users.shape)} and {tuple(items.shape)}"
+        )
+    return _rank_metrics(similarity_logits(users.double(), items.double(), 1.0), data, k)
 
 
 def _rank_metrics(scores: Tensor, data: InteractionData, k: int) -> dict[str, float]:
     users = torch.arange(data.num_users)
     test_scores = scores[users, data.test_items]
-    others = data.known.clone()
-    others[users, data.test_items] = False
-    scores = scores.masked_fill(others, -math.inf)
-    scores[users, data.test_items] = -math.inf
-    rank = (scores >= test_scores.unsqueeze(1)).sum(dim=1)  # items ranked at or above the test item
+    # every known positive (the test item included) leaves the ranking; count what scores at least as high
+    rank = (scores.masked_fill(data.known, -math.inf) >= test_scores.unsqueeze(1)).sum(dim=1)
     hit = rank < k
     gain = torch.where(hit, 1.0 / torch.log2(rank.double() + 2), torch.zeros((), dtype=torch.float64))
     return {f"hr@{k}": float(hit.double().mean()), f"ndcg@{k}": float(gain.mean())}

@@ -299,6 +299,8 @@ def train_retrieval(
     optimizer = torch.optim.AdamW(towers.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     keys = data.batch_keys()
+    # duplicate-free batching packs first-fit, so the batch count varies a little between epochs: the schedule
+    # uses one seeded draw, and any extra steps of an epoch run at the schedule's final (zero) learning rate
     steps_per_epoch = len(
         duplicate_free_batches(run.train_ids, keys, train.batch_size, torch.Generator().manual_seed(0))
     )

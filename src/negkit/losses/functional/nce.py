@@ -60,8 +60,9 @@ def info_nce(
         labels: optional ``[B]`` class ids of the pairs, used to drop same-class in-batch negatives.
         in_batch_negatives: use the other positives as negatives.
         negative_log_weights: optional ``[K]`` or ``[B,K]`` log-weights of the explicit negatives.
-        symmetric: average with the reverse direction (positive as anchor, the anchors as in-batch
-            candidates). In-batch only: explicit negatives are not allowed.
+        symmetric: average with the reverse direction: positive ``p_i`` as the anchor, the ``B`` anchors as its
+            candidates (``a_i`` its positive). Explicit ``negatives`` (and their log-weights) enter the forward
+            direction only, as in sentence-transformers' symmetric ranking loss; needs ``in_batch_negatives``.
         similarity: ``"cosine"`` (inputs L2-normalised inside) or ``"dot"``.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (``[B]``; the two directions averaged if symmetric).
         chunk_size: compute the denominator over column tiles of this many candidates with a custom autograd
@@ -73,7 +74,7 @@ def info_nce(
 
     Raises:
         ValueError: on shape, dtype or device mismatches, non-finite inputs, a temperature ≤ 0, labels of
-            the wrong length, an unknown reduction or similarity, symmetric with explicit negatives, or an
+            the wrong length, an unknown reduction or similarity, symmetric without in-batch negatives, or an
             anchor with no negative left after masking (the message lists those anchors).
     """
     check_positive_scalar("temperature", temperature)
@@ -112,8 +113,8 @@ def info_nce(
             )
     if labels is not None:
         labels = check_labels("labels", labels, batch, anchor.device)
-    if symmetric and negatives is not None:
-        raise ValueError("symmetric=True uses in-batch negatives only; pass negatives=None")
+    if symmetric and not in_batch_negatives:
+        raise ValueError("symmetric=True needs in_batch_negatives=True: the reverse direction's only candidates")
     if not in_batch_negatives and negatives is None:
         raise ValueError("no negatives: in_batch_negatives=False and negatives is None")
 
