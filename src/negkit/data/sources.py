@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from negkit._optional import require
 from negkit.data.registry import DatasetSplits, DatasetUnavailableError, register_dataset, stratified_split
 
 INSTALL_HINTS = {
@@ -81,7 +82,7 @@ def mnist5000(*, seed: int = 0, test: str = "split", test_fraction: float = 0.2)
 @register_dataset("digits")
 def digits(*, seed: int = 0, test_fraction: float = 0.2) -> DatasetSplits:
     package_dir("sklearn")
-    from sklearn.datasets import load_digits
+    load_digits = require("sklearn.datasets", "data", "the digits dataset").load_digits
 
     data = load_digits()
     x, y = _images(data.data, 8, 16.0), torch.from_numpy(data.target.astype(np.int64))

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from negkit._optional import require
 from negkit.data.registry import DatasetUnavailableError
 from negkit.data.sources import INSTALL_HINTS, package_dir
 
@@ -266,7 +267,7 @@ def load_chatterbot(*, unique_queries: bool = False) -> RetrievalData:
     """
     base = _data_file("chatterbot_corpus", "data", "english")
     try:
-        import yaml
+        yaml = require("yaml", "text", "chatterbot-corpus")
     except ImportError:
         raise DatasetUnavailableError(f"pyyaml is needed to read chatterbot-corpus; {INSTALL_HINTS['yaml']}") from None
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from negkit._optional import require
 from negkit._validation import check_positive_scalar, check_similarity, check_tensor
 from negkit.losses.functional import decoupled_softmax, info_nce, mw_auc, similarity_logits
 
@@ -323,8 +324,10 @@ def _embed_columns(model: nn.Module, features: list[dict[str, Tensor]]) -> list[
     Uses sentence-transformers' own column embedding when it has one (6.x: the candidate columns share one
     forward pass, exactly as its losses do), else one forward per column.
     """
-    try:
-        from sentence_transformers.base.losses.merged_forward import embed_columns
+    try:  # a MissingDependencyError is an ImportError: older sentence-transformers have no such module
+        merged_forward = require(
+            "sentence_transformers.base.losses.merged_forward", "text", "sentence-transformers' column embedding"
+        )
     except ImportError:
         return [model(column)["sentence_embedding"] for column in features]
-    return embed_columns(model, features)
+    return merged_forward.embed_columns(model, features)

@@ -5,8 +5,8 @@ Natural Language Supervision", ICML 2021, Appendix A.3): an L2-regularised multi
 with scikit-learn's L-BFGS solver on the frozen features. Here the features are first standardised (zero mean,
 unit variance per feature, statistics from the training split only).
 
-scikit-learn is imported lazily: it is not a dependency of negkit itself (it comes with the ``dev`` extra,
-through pytorch-metric-learning).
+scikit-learn is imported lazily: it is not a dependency of negkit itself (it comes with the ``cli`` extra:
+``pip install 'negkit[cli]'``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
+from negkit._optional import require
 from negkit._validation import check_positive_scalar, check_tensor
 from negkit.metrics._common import check_class_ids, check_int, check_same_dim
 
@@ -51,7 +52,7 @@ def linear_probe_accuracy(
 
     Raises:
         ValueError: bad shapes, dtypes or values, or fewer than two classes in ``train_labels``.
-        ImportError: scikit-learn is not installed.
+        MissingDependencyError: scikit-learn is not installed (an ``ImportError`` naming ``negkit[cli]``).
     """
     train_emb = _check_features("train_emb", train_emb)
     train_labels = check_class_ids("train_labels", train_labels, train_emb.shape[0], train_emb.device)
@@ -64,11 +65,8 @@ def linear_probe_accuracy(
     if train_labels.unique().numel() < 2:
         raise ValueError("train_labels must contain at least two distinct classes for a linear probe")
 
-    try:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.preprocessing import StandardScaler
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("linear_probe_accuracy needs scikit-learn: pip install scikit-learn") from error
+    LogisticRegression = require("sklearn.linear_model", "cli", "linear_probe_accuracy").LogisticRegression
+    StandardScaler = require("sklearn.preprocessing", "cli", "linear_probe_accuracy").StandardScaler
 
     x_train = train_emb.detach().cpu().double().numpy()
     x_test = test_emb.detach().cpu().double().numpy()

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from negkit._optional import available, require
 from negkit._validation import (
     check_compatible,
     check_finite_scalar,
@@ -249,12 +250,11 @@ class MinedSampler(NegativeSampler):
     An anchor left with fewer than ``k`` rows in its window is an error with ``fill="error"``; with
     ``fill="uniform"`` its missing slots are drawn uniformly from the rows that pass the id and label filters
     (not the margin), which keeps training going early on, when the margin can reject almost everything.
-    The search is an exact chunked top-k, or faiss's exact inner-product index (``backend="faiss"``).
-    ``"auto"`` uses faiss for pools of ``faiss_threshold`` rows or more searched by at least
-    ``faiss_min_queries`` anchors at once, when it is installed: measured here (benchmarks/results), faiss is
-    ~1.6× slower than the chunked search for 256 anchors but ~3.5× faster for blocks of 1,024 anchors against
-    10⁶ rows. Mined negatives are a deterministic, biased choice:
-    ``log_weights`` is ``None``.
+    The search is an exact chunked top-k, or faiss's exact inner-product index (``backend="faiss"``, which needs
+    ``pip install 'negkit[faiss]'``). ``"auto"`` uses faiss for pools of ``faiss_threshold`` rows or more searched
+    by at least ``faiss_min_queries`` anchors at once, when it is installed: measured here (benchmarks/results),
+    faiss is ~1.6× slower than the chunked search for 256 anchors but ~3.5× faster for blocks of 1,024 anchors
+    against 10⁶ rows. Mined negatives are a deterministic, biased choice: ``log_weights`` is ``None``.
     """
 
     def __init__(
@@ -318,11 +318,7 @@ class MinedSampler(NegativeSampler):
             return True
         if size < self.faiss_threshold or queries < self.faiss_min_queries:
             return False
-        try:
-            import faiss  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        return available("faiss")
 
     def _sample(self, view: PoolView, generator: torch.Generator | None) -> Negatives:
         lo, hi = self.rank_window
@@ -375,7 +371,7 @@ class MinedSampler(NegativeSampler):
     def _faiss_window(self, view: PoolView, lo: int, hi: int) -> tuple[Tensor, Tensor]:
         """Top ``hi`` eligible rows per anchor with faiss (exact inner-product index), filters applied after
         the search; rows whose search came back short are searched again deeper."""
-        import faiss
+        faiss = require("faiss", "faiss", "MinedSampler's faiss backend")
 
         anchors, pool = self._current
         a = self._prepare(anchors)

@@ -1,25 +1,38 @@
-"""The report's figures (matplotlib, Agg backend, PNG written atomically)."""
+"""The report's figures (matplotlib, Agg backend, PNG written atomically).
+
+matplotlib is imported on the first figure, not with this module: it comes with ``pip install 'negkit[cli]'``.
+"""
 
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import torch
-from matplotlib.figure import Figure
 
+from negkit._optional import require
 from negkit.io import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _pyplot() -> ModuleType:
+    """``matplotlib.pyplot``; the Agg backend is selected when nothing imported pyplot before (a user's own
+    pyplot session keeps its backend and its figures)."""
+    matplotlib = require("matplotlib", "cli", "the report's plots")
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    return require("matplotlib.pyplot", "cli", "the report's plots")
 
 
 def save_figure(figure: Figure, path: Path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
+    _pyplot().close(figure)
     return atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
 
 
@@ -27,6 +40,7 @@ def training_curves(
     history: list[dict[str, Any]], path: Path, metric: str = "knn_acc", metric_title: str = "kNN accuracy"
 ) -> Path:
     """Loss and a per-epoch test metric (``metric``, a history column) of every strategy."""
+    plt = _pyplot()
     figure, (loss_axes, knn_axes) = plt.subplots(1, 2, figsize=(11, 4))
     for name in dict.fromkeys(row["strategy"] for row in history):
         rows = [row for row in history if row["strategy"] == name]
@@ -43,6 +57,7 @@ def accuracy_bars(strategies: dict[str, dict[str, Any]], raw: dict[str, float], 
     """kNN and linear-probe accuracy per strategy, with the raw-input baselines as lines."""
     names = list(strategies)
     positions = torch.arange(len(names), dtype=torch.float64)
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 2), 4))
     axes.bar(positions - 0.2, [strategies[n]["knn_acc"] for n in names], width=0.4, label="kNN")
     axes.bar(positions + 0.2, [strategies[n]["linear_acc"] for n in names], width=0.4, label="linear probe")
@@ -58,6 +73,7 @@ def accuracy_bars(strategies: dict[str, dict[str, Any]], raw: dict[str, float], 
 
 def alignment_uniformity(strategies: dict[str, dict[str, Any]], path: Path) -> Path:
     """Wang & Isola's two properties, one point per strategy (lower is better on both axes)."""
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(5.5, 4.5))
     for name, metrics in strategies.items():
         axes.scatter(metrics["alignment"], metrics["uniformity"], s=40)
@@ -78,6 +94,7 @@ def projection(features: torch.Tensor, labels: torch.Tensor, title: str, path: P
     centred = normalised - normalised.mean(dim=0)
     _, _, vectors = torch.linalg.svd(centred, full_matrices=False)
     points = centred @ vectors[:2].T
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(5.5, 5))
     scatter = axes.scatter(points[:, 0], points[:, 1], c=labels.numpy(), cmap="tab10", s=6)
     axes.legend(*scatter.legend_elements(), fontsize=7, title="class", loc="best", markerscale=0.8)
@@ -91,6 +108,7 @@ def k_sweep(
     titles: tuple[str, str] = ("kNN accuracy", "linear probe accuracy"),
 ) -> Path:
     """Two test metrics against the number of negatives K: ``points[strategy] = [(k, first, second), ...]``."""
+    plt = _pyplot()
     figure, (knn_axes, linear_axes) = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
     for name, values in points.items():
         values = sorted(values)
@@ -108,6 +126,7 @@ def rank_histograms(reports: dict[str, dict[str, Any]], path: Path) -> Path:
     """Share of sampled negatives per hardness-rank bin (rank percentile among the eligible pool)."""
     names = list(reports)
     bins = list(next(iter(reports.values()))["rank_histogram"])
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(max(6.0, 0.9 * len(bins) + 3), 4))
     width = 0.8 / max(1, len(names))
     for offset, name in enumerate(names):
@@ -126,6 +145,7 @@ def rank_histograms(reports: dict[str, dict[str, Any]], path: Path) -> Path:
 def diagnostic_curves(history: list[dict[str, Any]], strategy: str, path: Path) -> Path:
     """Per-epoch diagnostics of one strategy (e.g. the four losses logged during an H-UCL run)."""
     rows = [row for row in history if row.get("diagnostics")]
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 4))
     for key in rows[0]["diagnostics"]:
         axes.plot([row["epoch"] for row in rows], [row["diagnostics"][key] for row in rows], label=key)
@@ -136,6 +156,7 @@ def diagnostic_curves(history: list[dict[str, Any]], strategy: str, path: Path) 
 
 def k_trajectory(history: list[dict[str, Any]], path: Path) -> Path:
     """K (and the ranking quality q) per epoch for the strategies that adapt K."""
+    plt = _pyplot()
     figure, (k_axes, q_axes) = plt.subplots(1, 2, figsize=(10, 4))
     for name in dict.fromkeys(row["strategy"] for row in history if row.get("k") not in (None, "")):
         rows = [row for row in history if row["strategy"] == name]
@@ -156,6 +177,7 @@ def effectiveness_curve(
 
     ks = torch.unique(torch.logspace(0, torch.log10(torch.tensor(float(k_max))), 400).round().clamp(min=k_min))
     values = effectiveness(ks, noise, q, harm, model=model)
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 4))
     axes.plot(ks.numpy(), values.numpy())
     axes.axvline(best, color="C3", linestyle="--", label=f"K* = {best}")
