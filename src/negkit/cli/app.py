@@ -36,10 +36,12 @@ def run(
     resume: Annotated[Path | None, typer.Option(help="Continue the killed run in this folder.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a run already in --out.")] = False,
 ) -> None:
-    """Train every strategy of CONFIG on real data; write metrics.json, history.csv and report.md."""
-    from negkit.data import DatasetUnavailableError
-    from negkit.report import write_report
+    """Train every strategy of CONFIG (a built-in dataset or your own files); write metrics.json, history.csv
+    and report.md."""
+    from negkit.data import DataFileError, DatasetUnavailableError
+    from negkit.tasks import get_task
     from negkit.train.config import ConfigError, load_config
+    from negkit.train.report import best_strategy, write_report
     from negkit.train.runner import RunDirError, prepare_run_dir, run_experiment
 
     try:
@@ -54,8 +56,9 @@ def run(
     except (ConfigError, RunDirError, FileNotFoundError) as error:
         _fail(str(error))
 
+    source = settings.dataset or Path(settings.data.train).name
     console.print(
-        f"negkit run → [bold]{paths.root}[/] ({settings.dataset}, strategies: {', '.join(settings.strategies)})"
+        f"negkit run → [bold]{paths.root}[/] ({settings.task} on {source}, strategies: {', '.join(settings.strategies)})"
     )
     started = time.perf_counter()
     columns = (
@@ -66,88 +69,50 @@ def run(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
+    task = get_task(settings.task)
+    summary = task.summary_columns(settings.model_dump(mode="json"))
     with Progress(*columns, console=console) as progress:
-        tasks: dict[str, Any] = {}
+        bars: dict[str, Any] = {}
 
         def on_start(name: str, total: int) -> None:
-            tasks[name] = progress.add_task(name, total=total, loss="–", metric="")
+            bars[name] = progress.add_task(name, total=total, loss="–", metric="")
 
         def on_epoch(record: dict[str, Any]) -> None:
-            task = tasks.get(record["strategy"])
-            if task is None:  # resumed mid-strategy
+            bar = bars.get(record["strategy"])
+            if bar is None:  # resumed mid-strategy
                 on_start(record["strategy"], settings.train.epochs)
-                task = tasks[record["strategy"]]
-            score = next((f"{key} {record[key]:.3f}" for key in ("knn_acc", "hr@10", "recall@1") if key in record), "")
-            progress.update(task, completed=record["epoch"], loss=f"{record['loss']:.3f}", metric=score)
+                bar = bars[record["strategy"]]
+            key = next((c.key for c in (*summary, *task.columns) if c.key in record), None)
+            score = "" if key is None else f"{key} {record[key]:.3f}"
+            progress.update(bar, completed=record["epoch"], loss=f"{record['loss']:.3f}", metric=score)
 
         try:
             metrics = run_experiment(paths, settings, on_epoch_end=on_epoch, on_strategy_start=on_start)
-        except DatasetUnavailableError as error:
+        except (DatasetUnavailableError, DataFileError, ImportError, FileNotFoundError) as error:
             _fail(str(error))
     report = write_report(paths.root)
-    _print_summary(metrics)
-    console.print(f"report: [bold]{report}[/]  ({time.perf_counter() - started:.1f} s)")
-
-
-def _print_summary(metrics: dict[str, Any]) -> None:
-    if metrics.get("task") == "recommendation":
-        top_k = metrics["config"]["recommend"]["top_k"]
-        table = Table(title=f"{metrics['dataset']}: leave-last-out ranking")
-        for column in ("strategy", f"HR@{top_k}", f"nDCG@{top_k}", "mean K", "train s"):
-            table.add_column(column, justify="left" if column == "strategy" else "right")
-        rows = {"popularity": metrics["baselines"]["popularity"], **metrics["strategies"]}
-        for name, m in rows.items():
-            k, seconds = m.get("mean_k"), m.get("train_seconds")
-            table.add_row(
-                name,
-                f"{m[f'hr@{top_k}']:.4f}",
-                f"{m[f'ndcg@{top_k}']:.4f}",
-                "–" if k is None else f"{k:.1f}",
-                "–" if seconds is None else f"{seconds:.1f}",
-            )
-        console.print(table)
-        return
-    if metrics.get("task") == "retrieval":
-        table = Table(title=f"{metrics['dataset']}: retrieval of test queries against the corpus")
-        for column in ("strategy", "R@1", "R@10", "MRR@10", "nDCG@10", "train s"):
-            table.add_column(column, justify="left" if column == "strategy" else "right")
-        rows = {"zero-shot": metrics["baselines"]["zero-shot"], **metrics["strategies"]}
-        for name, m in rows.items():
-            seconds = m.get("train_seconds")
-            cells = [f"{m[key]:.4f}" for key in ("recall@1", "recall@10", "mrr@10", "ndcg@10")]
-            table.add_row(name, *cells, "–" if seconds is None else f"{seconds:.1f}")
-        console.print(table)
-        return
-    table = Table(title=f"{metrics['dataset']}: test accuracy of the learned features")
-    for column in ("strategy", "kNN", "linear", "R@1", "MAP@R", "FN rate", "train s"):
-        table.add_column(column, justify="left" if column == "strategy" else "right")
-    raw = metrics["baselines"]["raw"]
-    table.add_row(
-        "raw input",
-        f"{raw['knn_acc']:.4f}",
-        f"{raw['linear_acc']:.4f}",
-        f"{raw['recall_at_1']:.4f}",
-        f"{raw['map_at_r']:.4f}",
-        "–",
-        "–",
+    _print_summary(metrics, summary)
+    best, value, baseline, base_value = best_strategy(metrics, summary[0])
+    console.print(
+        f"report: [bold]{report}[/]  ({time.perf_counter() - started:.1f} s) — best: [bold]{best}[/] "
+        f"{summary[0].title} {value:.4f} ({value - base_value:+.4f} over {baseline})"
     )
-    for name, m in metrics["strategies"].items():
-        table.add_row(
-            name,
-            f"{m['knn_acc']:.4f}",
-            f"{m['linear_acc']:.4f}",
-            f"{m['recall_at_1']:.4f}",
-            f"{m['map_at_r']:.4f}",
-            f"{m['false_negative_rate']:.3f}",
-            f"{m['train_seconds']:.1f}",
-        )
+
+
+def _print_summary(metrics: dict[str, Any], columns: tuple[Any, ...]) -> None:
+    table = Table(title=f"{metrics['dataset']} ({metrics['task']})")
+    table.add_column("strategy")
+    for column in columns:
+        table.add_column(column.title, justify="right")
+    for name, values in {**metrics["baselines"], **metrics["strategies"]}.items():
+        table.add_row(name, *(column.cell(values) for column in columns))
     console.print(table)
 
 
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")]) -> None:
     """Rebuild DIR/report.md and its plots from the run's saved results."""
-    from negkit.report import write_report
+    from negkit.train.report import write_report
 
     try:
         console.print(f"report: [bold]{write_report(run_dir)}[/]")
@@ -210,46 +175,47 @@ def optimal_k_command(
     console.print(f"plot: {effectiveness_curve(noise, q, harm, best, k_min, k_max, plot, model)}")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench(ctx: typer.Context) -> None:
-    """Loss benchmark: negkit (plain, tiled) vs plain torch and pytorch-metric-learning, time and peak memory.
-
-    Options are passed to ``python -m negkit.bench`` (--sizes, --pairs, --chunk, --repeats, --out).
-    """
-    from negkit.bench import main as run_bench
-
-    console.print(f"report: [bold]{run_bench(list(ctx.args))}[/]")
-
-
 @app.command()
-def strategies() -> None:
-    """List the registered strategies and their parameters."""
+def strategies(
+    task: Annotated[str | None, typer.Option(help="Only the strategies of this task (see `negkit tasks`).")] = None,
+) -> None:
+    """List the registered strategies: the tasks that train them, their parameters and defaults."""
     from negkit.strategies import get_strategy, list_strategies
+    from negkit.tasks import get_task
 
-    table = Table(title="strategies")
-    for column in ("name", "labels", "parameters", "description"):
+    if task is not None:
+        try:
+            names = get_task(task).strategy_names()
+        except ValueError as error:
+            _fail(str(error))
+    else:
+        names = list_strategies()
+    table = Table(title="strategies" + (f" of the {task} task" if task else ""))
+    for column in ("name", "tasks", "labels", "parameters", "description"):
         table.add_column(column)
-    for name in list_strategies():
+    for name in names:
         spec = get_strategy(name)
         params = ", ".join(f"{k}={v}" for k, v in spec.defaults().items())
-        table.add_row(name, "yes" if spec.uses_labels else "no", params, spec.description)
+        table.add_row(name, ", ".join(spec.tasks), "yes" if spec.uses_labels else "no", params, spec.description)
     console.print(table)
 
 
 @app.command()
-def datasets() -> None:
-    """List the registered datasets of each task (the ``task`` key of a config)."""
-    from negkit.data import list_datasets
-    from negkit.data.interactions import INTERACTION_DATASETS
-    from negkit.data.text import list_retrieval_datasets
+def tasks() -> None:
+    """List the registered tasks (the ``task`` key of a config)."""
+    from negkit.tasks import get_task, list_tasks
 
-    tasks = {
-        "contrastive": list_datasets(),
-        "recommendation": list(INTERACTION_DATASETS),
-        "retrieval": list_retrieval_datasets(),
-    }
-    for task, names in tasks.items():
-        console.print(f"{task}: {', '.join(names)}")
+    for name in list_tasks():
+        console.print(f"[bold]{name}[/]: {get_task(name).description}")
+
+
+@app.command()
+def datasets() -> None:
+    """List the built-in datasets of each task (or give your own files in a config's [data] section)."""
+    from negkit.tasks import get_task, list_tasks
+
+    for name in list_tasks():
+        console.print(f"{name}: {', '.join(get_task(name).datasets())}")
 
 
 @app.command()

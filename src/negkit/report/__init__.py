@@ -1,5 +1,2 @@
-"""Markdown report and plots of a finished run, rebuilt from the files the run saved (never typed by hand)."""
-
-from negkit.report.markdown import write_report
-
-__all__ = ["write_report"]
+"""Building blocks of run reports: plots (matplotlib) and markdown tables. The run report itself is written by
+:func:`negkit.train.report.write_report`, which asks each task for its sections."""

@@ -14,6 +14,7 @@ Strategies are registered by name so that configs can select them (``"simclr"``,
 from __future__ import annotations
 
 import abc
+import difflib
 import fnmatch
 import inspect
 from collections.abc import Callable
@@ -81,10 +82,14 @@ class StrategyLoss(nn.Module, abc.ABC):
 
 @dataclass(frozen=True)
 class StrategySpec:
+    """A registered strategy: its name, one line for reports, whether it reads labels, the class that builds it
+    (its keyword defaults are the strategy's parameters) and the tasks that can train it."""
+
     name: str
     description: str
     uses_labels: bool
-    factory: type[StrategyLoss]
+    factory: Callable[..., Any]
+    tasks: tuple[str, ...] = ("contrastive",)
 
     def defaults(self) -> dict[str, Any]:
         """The strategy's hyper-parameters with their default values."""
@@ -95,7 +100,7 @@ class StrategySpec:
             if name != "self" and p.default is not inspect.Parameter.empty
         }
 
-    def build(self, **params: Any) -> StrategyLoss:
+    def build(self, **params: Any) -> Any:
         unknown = sorted(set(params) - set(self.defaults()))
         if unknown:
             valid = ", ".join(sorted(self.defaults())) or "none"
@@ -107,29 +112,43 @@ _STRATEGIES: dict[str, StrategySpec] = {}
 
 
 def register_strategy(
-    name: str, description: str, *, uses_labels: bool
-) -> Callable[[type[StrategyLoss]], type[StrategyLoss]]:
-    def decorate(cls: type[StrategyLoss]) -> type[StrategyLoss]:
+    name: str, description: str, *, uses_labels: bool, tasks: tuple[str, ...] = ("contrastive",)
+) -> Callable[[type], type]:
+    """Class decorator: register a strategy under ``name`` for the ``tasks`` that can train it. Contrastive
+    strategies are :class:`StrategyLoss` modules; other tasks define what their strategy objects provide."""
+
+    def decorate(cls: type) -> type:
         if name in _STRATEGIES:
             raise ValueError(f"strategy {name!r} is already registered")
-        _STRATEGIES[name] = StrategySpec(name, description, uses_labels, cls)
+        _STRATEGIES[name] = StrategySpec(name, description, uses_labels, cls, tuple(tasks))
         return cls
 
     return decorate
 
 
-def list_strategies(pattern: str = "*") -> list[str]:
-    return sorted(name for name in _STRATEGIES if fnmatch.fnmatch(name, pattern))
+def list_strategies(pattern: str = "*", *, task: str | None = None) -> list[str]:
+    """Registered strategy names matching ``pattern``, only those ``task`` can train when it is given."""
+    return sorted(
+        name
+        for name, spec in _STRATEGIES.items()
+        if fnmatch.fnmatch(name, pattern) and (task is None or task in spec.tasks)
+    )
 
 
-def get_strategy(name: str) -> StrategySpec:
-    try:
-        return _STRATEGIES[name]
-    except KeyError:
-        raise ValueError(f"unknown strategy {name!r}; registered: {', '.join(list_strategies())}") from None
+def get_strategy(name: str, *, task: str | None = None) -> StrategySpec:
+    """The spec registered as ``name``; with ``task``, an error unless that task can train it."""
+    valid = list_strategies(task=task)
+    spec = _STRATEGIES.get(name)
+    if spec is None or (task is not None and task not in spec.tasks):
+        close = difflib.get_close_matches(name, valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        where = f" of the {task} task" if task else ""
+        known = "" if spec is None else f"; {name!r} is a strategy of: {', '.join(spec.tasks)}"
+        raise ValueError(f"unknown strategy {name!r}{where}{hint}{known}; choose from: {', '.join(valid)}")
+    return spec
 
 
-def create_strategy(name: str, **params: Any) -> StrategyLoss:
+def create_strategy(name: str, **params: Any) -> Any:
     return get_strategy(name).build(**params)
 
 
@@ -159,11 +178,11 @@ def split_entry(entry: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), params
 
 
-def parse_strategy_entry(entry: str) -> tuple[str, dict[str, Any]]:
+def parse_strategy_entry(entry: str, *, task: str | None = None) -> tuple[str, dict[str, Any]]:
     """Split ``"name"`` or ``"name:key=value,key=value"`` (a variant, e.g. ``"uniform-k:k=16"``) into the
-    registered name and its inline parameters; both are validated."""
+    registered name and its inline parameters; both are validated (against ``task`` when given)."""
     name, params = split_entry(entry)
-    spec = get_strategy(name)
+    spec = get_strategy(name, task=task)
     unknown = sorted(set(params) - set(spec.defaults()))
     if unknown:
         valid = ", ".join(sorted(spec.defaults())) or "none"

