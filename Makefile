@@ -40,11 +40,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check $(CODE)
 	$(VENV)/bin/ruff format --check $(CODE)
 
-# Speed and memory benchmarks (minutes; run on an idle machine). Results in benchmarks/results/.
+# Speed and memory benchmarks (an hour or more; run on an idle machine): one harness, benchmarks/run.py SUITE.
+# Results in benchmarks/results/SUITE.{json,md}. `make bench BENCH_ARGS=--quick` is a smoke run (SUITE_quick.*).
+BENCH_SUITES ?= losses samplers mcmc
 bench: $(STAMP)
-	$(PY) benchmarks/bench_samplers.py
-	$(PY) benchmarks/bench_mcmc.py
-	$(VENV)/bin/negkit bench
+	for suite in $(BENCH_SUITES); do $(PY) benchmarks/run.py $$suite $(BENCH_ARGS) || exit 1; done
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -85,11 +85,3 @@ def test_optimal_k_prints_k_star_and_writes_the_plot(tmp_path):
     assert result.exit_code == 2 and "pass --noise and --q, or --from-run DIR" in text(result)
     result = runner.invoke(app, ["optimal-k", "--from-run", str(tmp_path)])
     assert result.exit_code == 2 and "no strategy" in text(result)
-
-
-def test_bench_writes_markdown_json_and_a_plot(tmp_path):
-    result = runner.invoke(app, ["bench", "--sizes", "64", "--pairs", "32", "--repeats", "1", "--out", str(tmp_path)])
-    assert result.exit_code == 0, result.output
-    table = (tmp_path / "tiled.md").read_text()
-    assert "| 64 |" in table and "pml_supcon" in table and (tmp_path / "tiled.png").stat().st_size > 1000
-    assert "yes |" in table  # tiled and plain InfoNCE agree
