@@ -46,7 +46,7 @@ def test_bad_views_config_and_shape():
     with pytest.raises(ValueError, match="view strengths"):
         ViewConfig(shift=-1)
     with pytest.raises(ValueError, match=r"x must be \[B, C, H, W\]"):
-        random_views(torch.rand(3, 8), ViewConfig(), torch.Generator())
+        random_views(torch.rand(3, 8, 2), ViewConfig(), torch.Generator())
 
 
 def test_batches_cover_every_index_once_with_matching_rows():

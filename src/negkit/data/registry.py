@@ -23,6 +23,8 @@ class DatasetSplits:
         description: one line for reports (source, sizes, split).
         train_y_clean: the true training labels when ``train_y`` carries injected label noise (``None``: clean).
             Training sees ``train_y``; evaluation uses :attr:`clean_train_y`.
+        class_names: the ``num_classes`` original label values, ``class_names[i]`` for class id ``i`` (as text);
+            ``None`` when the ids are the dataset's own (the built-in datasets).
     """
 
     name: str
@@ -33,6 +35,7 @@ class DatasetSplits:
     num_classes: int
     description: str
     train_y_clean: Tensor | None = None
+    class_names: tuple[str, ...] | None = None
 
     @property
     def clean_train_y(self) -> Tensor:
@@ -92,7 +95,9 @@ def with_label_noise(data: DatasetSplits, rate: float, seed: int) -> DatasetSpli
     shift = torch.randint(1, data.num_classes, (len(clean),), generator=generator)
     noisy = torch.where(flip, (clean + shift) % data.num_classes, clean)
     description = f"{data.description}; symmetric label noise {rate:.0%} on train ({int(flip.sum())} flipped)"
-    return DatasetSplits(data.name, data.train_x, noisy, data.test_x, data.test_y, data.num_classes, description, clean)
+    return DatasetSplits(
+        data.name, data.train_x, noisy, data.test_x, data.test_y, data.num_classes, description, clean, data.class_names
+    )
 
 
 def stratified_split(labels: Tensor, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:

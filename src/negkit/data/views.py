@@ -1,8 +1,12 @@
-"""Random views of image batches for contrastive training, built from torch operations only.
+"""Random views of image or feature-vector batches for contrastive training, built from torch operations only.
 
 torchvision has no CPU build next to the torch pinned here, so the few augmentations that suit small
 grey-scale images are written with ``affine_grid``/``grid_sample`` and masks. Every call takes an explicit
 ``torch.Generator``: the same generator state gives the same views.
+
+Images ``[B, C, H, W]`` get shifts, rotations, Gaussian noise (clipped to ``[0, 1]``) and random erasing.
+Feature vectors ``[B, d]`` (e.g. standardised columns of a table, see :mod:`negkit.data.files`) get Gaussian
+noise (not clipped) and feature dropout; shift, rotation and erase do not apply to vectors and are ignored.
 
 Measured on MNIST-5000 with a 784-256-128 MLP: shifts of ±2 px help, ±4 px hurt.
 """
@@ -22,27 +26,43 @@ class ViewConfig:
     """Augmentation strengths; 0 disables an augmentation.
 
     Attributes:
-        shift: maximal translation in pixels (integer shifts drawn uniformly in ``[-shift, shift]`` per axis).
-        rotation: maximal rotation in degrees (uniform in ``[-rotation, rotation]``).
-        noise: standard deviation of additive Gaussian noise (then clipped to ``[0, 1]``).
-        erase: probability of random erasing (a rectangle of 2–20 % of the image, aspect 0.3–3.3, set to 0;
-            Zhong et al., AAAI 2020).
+        shift: images only: maximal translation in pixels (integer shifts drawn uniformly in ``[-shift, shift]``
+            per axis).
+        rotation: images only: maximal rotation in degrees (uniform in ``[-rotation, rotation]``).
+        noise: standard deviation of additive Gaussian noise. Images: in pixel units, then clipped to ``[0, 1]``.
+            Vectors: in the units of the (standardised) features, not clipped.
+        erase: images only: probability of random erasing (a rectangle of 2–20 % of the image, aspect 0.3–3.3,
+            set to 0; Zhong et al., AAAI 2020).
+        dropout: vectors only: probability, in ``[0, 1)``, that a feature is set to 0, independently for every
+            entry of ``[B, d]``. Not rescaled by ``1 / (1 − dropout)``: on standardised features 0 is the training
+            mean, so a dropped feature reads as "unknown, average", and the kept ones keep their values.
     """
 
     shift: int = 2
     rotation: float = 0.0
     noise: float = 0.0
     erase: float = 0.0
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.shift < 0 or self.rotation < 0 or self.noise < 0 or not 0 <= self.erase <= 1:
             raise ValueError(f"view strengths must be >= 0 (erase a probability), got {self}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"view dropout must be a probability in [0, 1), got {self.dropout}")
 
 
 def random_views(x: Tensor, config: ViewConfig, generator: torch.Generator) -> Tensor:
-    """One random view of each image of ``x [B, C, H, W]`` (values in ``[0, 1]``); same shape."""
+    """One random view of each row of ``x``; same shape and dtype.
+
+    * ``x [B, C, H, W]`` images (values in ``[0, 1]``): shift/rotation, noise (clipped), erase, in that order;
+      ``dropout`` is ignored.
+    * ``x [B, d]`` vectors: noise ``x + noise · ε`` with ``ε ~ N(0, 1)`` (not clipped), then each entry zeroed
+      with probability ``dropout`` (no rescaling); ``shift``, ``rotation`` and ``erase`` are ignored.
+    """
+    if x.dim() == 2:
+        return _vector_views(x, config, generator)
     if x.dim() != 4:
-        raise ValueError(f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
+        raise ValueError(f"x must be [B, C, H, W] images or [B, d] vectors, got shape {tuple(x.shape)}")
     out = x
     if config.shift or config.rotation:
         out = _affine(out, config, generator)
@@ -51,6 +71,16 @@ def random_views(x: Tensor, config: ViewConfig, generator: torch.Generator) -> T
         out = (out + config.noise * noise).clamp(0.0, 1.0)
     if config.erase:
         out = _erase(out, config.erase, generator)
+    return out
+
+
+def _vector_views(x: Tensor, config: ViewConfig, generator: torch.Generator) -> Tensor:
+    out = x
+    if config.noise:
+        out = out + config.noise * torch.randn(out.shape, generator=generator, dtype=out.dtype)
+    if config.dropout:
+        keep = torch.rand(out.shape, generator=generator) >= config.dropout
+        out = out.masked_fill(~keep, 0.0)
     return out
 
 
