@@ -64,7 +64,7 @@ def test_bad_config_and_resume_misuse_exit_with_a_message(tmp_path, config_file)
     bad = tmp_path / "bad.toml"
     bad.write_text('strategies = ["nope"]\n')
     result = runner.invoke(app, ["run", str(bad), "--out", str(tmp_path / "x")])
-    assert result.exit_code == 2 and "unknown strategy nope" in text(result)
+    assert result.exit_code == 2 and "unknown strategy 'nope'" in text(result)
     result = runner.invoke(app, ["run", str(config_file), "--resume", str(tmp_path / "x")])
     assert result.exit_code == 2 and "--resume continues a run with its saved config" in text(result)
     result = runner.invoke(app, ["report", str(tmp_path / "missing")])

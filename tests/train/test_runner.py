@@ -130,7 +130,7 @@ def test_beyond_batch_strategies_resume_to_the_same_metrics(tmp_path, tiny_confi
 
 
 def test_variants_negative_reports_and_diagnostics_reach_the_report(tmp_path, tiny_config):
-    from negkit.report import write_report
+    from negkit.train.report import write_report
 
     config = tiny_config.model_copy(update={"strategies": ["uniform-k:k=2", "uniform-k:k=8", "hucl", "ans:interval=2"]})
     paths, config = prepare_run_dir(tmp_path / "run", config)

@@ -242,7 +242,3 @@ def demo(
             f"{r.seconds:.2f}",
         )
     console.print(table)
-
-
-def main() -> None:
-    app()

@@ -4,18 +4,23 @@ The data are 10 Gaussian classes in 32-D whose class structure lives in a random
 noise in the other 24 dimensions; the two views of a sample add independent noise. A linear encoder is
 trained with each loss for a fixed number of steps and scored by 5-NN accuracy on held-out points
 before and after training.
+
+Every loss is built by its registry name (:func:`negkit.losses.create_loss`) with that name's defaults, the
+same loss ``negkit run`` and the other surfaces mean by the name.
 """
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from negkit.losses import dcl, decoupled_softmax, hard_nce, info_nce, mw_auc, sup_con
+from negkit.losses import create_loss, get_loss
 
 
 @dataclass(frozen=True)
@@ -46,23 +51,43 @@ def knn_accuracy(train: Tensor, train_labels: Tensor, test: Tensor, test_labels:
     return float((votes.argmax(dim=1) == test_labels).float().mean())
 
 
-def _objectives() -> dict[str, callable]:
-    def in_batch_relevance(labels: Tensor) -> Tensor:
-        return (labels.unsqueeze(0) == labels.unsqueeze(1)).float()
+Objective = Callable[[Tensor, Tensor, Tensor], Tensor]
+#: How the demo's two views ``z1, z2 [B, d]`` and labels ``y [B]`` become each kind of loss's inputs.
+_INPUTS: dict[str, Callable[[nn.Module, Tensor, Tensor, Tensor], Tensor]] = {
+    "pair": lambda loss, z1, z2, y: loss(z1, z2),  # z1[i]'s positive is z2[i]; no labels
+    "pair+labels": lambda loss, z1, z2, y: loss(z1, z2, labels=y),  # same-label rows leave the negatives
+    "labelled pair": lambda loss, z1, z2, y: loss(z1, z2, y),  # H-SCL: labels are a positional input
+    "stacked views": lambda loss, z1, z2, y: loss(torch.cat([z1, z2]), torch.cat([y, y])),  # SupCon
+    "relevance": lambda loss, z1, z2, y: loss(z1, z2, _in_batch_relevance(y)),  # every same-label row relevant
+    "scores": lambda loss, z1, z2, y: loss(_scores(z1, z2), _in_batch_relevance(y)),
+}
+#: The demo's rows: (label, registered loss name, how it is called). Every loss takes its registry defaults.
+DEMO_LOSSES: tuple[tuple[str, str, str], ...] = (
+    ("info_nce", "info_nce", "pair"),
+    ("info_nce (labels)", "info_nce", "pair+labels"),
+    ("symmetric_info_nce", "symmetric_info_nce", "pair"),
+    ("sup_con", "sup_con", "stacked views"),
+    ("dcl", "dcl", "pair"),
+    ("dclw", "dclw", "pair"),
+    ("hucl", "hucl", "pair"),
+    ("hscl", "hscl", "labelled pair"),
+    ("decoupled_softmax", "decoupled_softmax", "relevance"),
+    ("mw_auc", "mw_auc", "scores"),
+)
 
-    return {
-        "info_nce": lambda z1, z2, y: info_nce(z1, z2, temperature=0.2),
-        "info_nce(labels)": lambda z1, z2, y: info_nce(z1, z2, labels=y, temperature=0.2),
-        "sup_con": lambda z1, z2, y: sup_con(torch.cat([z1, z2]), torch.cat([y, y]), temperature=0.2),
-        "dcl": lambda z1, z2, y: dcl(z1, z2, temperature=0.2),
-        "dclw": lambda z1, z2, y: dcl(z1, z2, temperature=0.2, sigma=0.5),
-        "hard_nce (H-UCL)": lambda z1, z2, y: hard_nce(z1, z2, temperature=0.5, beta=1.0, tau_plus=0.1),
-        "hard_nce (H-SCL)": lambda z1, z2, y: hard_nce(z1, z2, y, temperature=0.5, beta=1.0),
-        "decoupled_softmax": lambda z1, z2, y: decoupled_softmax(z1, z2, in_batch_relevance(y), temperature=0.2),
-        "mw_auc": lambda z1, z2, y: mw_auc(
-            F.normalize(z1, dim=1) @ F.normalize(z2, dim=1).T / 0.2, in_batch_relevance(y)
-        ),
-    }
+
+def _in_batch_relevance(labels: Tensor) -> Tensor:
+    return (labels.unsqueeze(0) == labels.unsqueeze(1)).float()
+
+
+def _scores(z1: Tensor, z2: Tensor) -> Tensor:
+    """``cos(z1_i, z2_j) / T`` with info_nce's registry temperature: mw_auc takes scores, not embeddings."""
+    return F.normalize(z1, dim=1) @ F.normalize(z2, dim=1).T / get_loss("info_nce").defaults["temperature"]
+
+
+def _objectives() -> dict[str, Objective]:
+    """Each demo row as ``objective(z1, z2, y) -> loss``, its loss built by name with the name's defaults."""
+    return {label: functools.partial(_INPUTS[inputs], create_loss(name)) for label, name, inputs in DEMO_LOSSES}
 
 
 def run_demo(steps: int = 150, batch_size: int = 128, seed: int = 0) -> list[DemoResult]:

@@ -79,30 +79,36 @@ class RunConfig(Strict):
     def _valid_choices(self) -> RunConfig:
         task = get_task(self.task)
         if self.dataset is not None and getattr(self, "data", None) is not None:
-            raise ValueError("give either dataset (a built-in one) or a [data] section (your files), not both")
+            raise ValueError("dataset: give either dataset (a built-in one) or a [data] section (your files), not both")
         if self.dataset is not None and self.dataset not in task.datasets():
             raise ValueError(
                 f"dataset: unknown dataset {self.dataset!r} of the {self.task} task; choose one of: "
                 f"{', '.join(task.datasets())}, or give your own files in a [data] section"
             )
         if not self.strategies:
-            raise ValueError("strategies must name at least one strategy")
+            raise ValueError("strategies: name at least one strategy")
         if len(set(self.strategies)) != len(self.strategies):
-            raise ValueError(f"strategies lists a name twice: {self.strategies}")
+            raise ValueError(f"strategies: a name is listed twice: {self.strategies}")
         for name, params in self.strategy_params.items():
-            spec = get_strategy(name, task=self.task)
+            try:
+                spec = get_strategy(name, task=self.task)
+            except ValueError as error:
+                raise ValueError(f"strategy_params.{name}: {error}") from None
             unknown = sorted(set(params) - set(spec.defaults()))
             if unknown:
                 valid = ", ".join(sorted(spec.defaults())) or "none"
                 raise ValueError(f"strategy_params.{name}: unknown parameter {', '.join(unknown)}; valid: {valid}")
         for entry in self.strategies:
-            name, _ = parse_strategy_entry(entry, task=self.task)
+            try:
+                name, _ = parse_strategy_entry(entry, task=self.task)
+            except ValueError as error:
+                raise ValueError(f"strategies: {error}") from None
             params = self.params_for(entry)
             try:
                 task.check_strategy(entry, params)
                 create_strategy(name, **params)  # every value is checked once, before any training
             except (TypeError, ValueError) as error:
-                raise ValueError(f"strategy {entry!r}: {error}") from None
+                raise ValueError(f"strategies: {entry!r}: {error}") from None
         return self
 
     def params_for(self, entry: str) -> dict[str, Scalar]:
@@ -132,14 +138,14 @@ class ConfigError(ValueError):
 def _format(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "config"
+        where = ".".join(str(part) for part in item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
             owners = [name for name in list_tasks() if item["loc"][0] in get_task(name).sections]
             if len(item["loc"]) == 1 and owners:
                 message = f"unknown key (a section of the {' and '.join(owners)} task; set task = ...)"
-        lines.append(f"  {where}: {message}")
+        lines.append(f"  {where}: {message}" if where else f"  {message}")
     return "invalid configuration:\n" + "\n".join(lines)
 
 
@@ -147,7 +153,9 @@ def build_config(data: dict[str, Any]) -> RunConfig:
     """Validate a config dictionary (as read from TOML or a run's ``config.json``) with its task's model."""
     task = data.get("task", "contrastive")
     if not isinstance(task, str) or task not in list_tasks():
-        raise ConfigError(f"invalid configuration:\n  task: unknown task {task!r}; choose one of: {', '.join(list_tasks())}")
+        raise ConfigError(
+            f"invalid configuration:\n  task: unknown task {task!r}; choose one of: {', '.join(list_tasks())}"
+        )
     try:
         return config_model(task).model_validate(data)
     except ValidationError as error:

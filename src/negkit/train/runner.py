@@ -124,9 +124,7 @@ def run_strategies(
     return strategies
 
 
-def train_one(
-    task: Task, entry: str, paths: RunPaths, *, on_epoch_end: EpochCallback | None = None
-) -> dict[str, Any]:
+def train_one(task: Task, entry: str, paths: RunPaths, *, on_epoch_end: EpochCallback | None = None) -> dict[str, Any]:
     """Train one strategy entry through the loop (resuming from its checkpoint), then save its final metrics
     and history to ``results/ENTRY.json``; return the metrics."""
     trainee, history = fit(task, entry, paths.checkpoint(entry), on_epoch_end=on_epoch_end)

@@ -8,10 +8,22 @@ import torch
 
 from negkit.data.text import RetrievalData
 from negkit.io import read_json
-from negkit.report import write_report
+from negkit.models.text import FrozenTowers
+from negkit.strategies import create_strategy, parse_strategy_entry
+from negkit.tasks.retrieval import evaluate, relevance_matrix
 from negkit.train.config import ConfigError, build_config
-from negkit.train.retrieval import FrozenTowers, RetrievalStrategy, evaluate, relevance_matrix, retrieval_loss
+from negkit.train.report import write_report
 from negkit.train.runner import prepare_run_dir, run_experiment
+
+
+def strategy(entry, **params):
+    """A retrieval strategy built the way a config builds it."""
+    name, inline = parse_strategy_entry(entry, task="retrieval")
+    return create_strategy(name, **{**inline, **params})
+
+
+def retrieval_loss(built, queries, candidates, positive_column, relevant):
+    return built.loss_value(queries, candidates, positive_column, relevant)
 
 
 def cosine_logits(q, c, temperature):
@@ -44,11 +56,9 @@ def test_info_nce_and_symmetric_equal_loops_that_skip_relevant_candidates(batch)
         positive = logits[j][column]
         negatives = [logits[i][column] for i in range(4) if not relevant[i, column]]
         backward.append(-positive + math.log(math.exp(positive) + sum(math.exp(v) for v in negatives)))
-    info_nce = retrieval_loss(
-        RetrievalStrategy("in-batch", temperature=0.1), queries, candidates, positive_column, relevant
-    )
+    info_nce = retrieval_loss(strategy("in-batch", temperature=0.1), queries, candidates, positive_column, relevant)
     symmetric = retrieval_loss(
-        RetrievalStrategy("in-batch", loss="symmetric", temperature=0.1), queries, candidates, positive_column, relevant
+        strategy("in-batch", loss="symmetric", temperature=0.1), queries, candidates, positive_column, relevant
     )
     assert math.isclose(float(info_nce), sum(forward) / 4, rel_tol=1e-12)
     assert math.isclose(float(symmetric), 0.5 * (sum(forward) + sum(backward)) / 4, rel_tol=1e-12)
@@ -68,7 +78,7 @@ def test_multi_positive_losses_count_every_relevant_candidate(batch):
         )
     for loss, expected in (("decoupled_softmax", decoupled), ("mw_auc", pairs)):
         value = retrieval_loss(
-            RetrievalStrategy("in-batch", loss=loss, temperature=0.1), queries, candidates, positive_column, relevant
+            strategy("in-batch", loss=loss, temperature=0.1), queries, candidates, positive_column, relevant
         )
         assert math.isclose(float(value), sum(expected) / 4, rel_tol=1e-12), loss
 
@@ -76,9 +86,9 @@ def test_multi_positive_losses_count_every_relevant_candidate(batch):
 def test_gradients_of_every_loss_pass_gradcheck(batch):
     queries, candidates, positive_column, relevant = batch
     for loss in ("info_nce", "symmetric", "decoupled_softmax", "mw_auc"):
-        strategy = RetrievalStrategy("in-batch", loss=loss, temperature=0.5)
+        built = strategy("in-batch", loss=loss, temperature=0.5)
         assert torch.autograd.gradcheck(
-            lambda q, c, s=strategy: retrieval_loss(s, q, c, positive_column, relevant),
+            lambda q, c, s=built: retrieval_loss(s, q, c, positive_column, relevant),
             (queries.clone().requires_grad_(), candidates.clone().requires_grad_()),
         ), loss
 
@@ -101,8 +111,9 @@ def test_frozen_towers_start_at_the_zero_shot_embeddings():
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ("random", "unknown retrieval negatives 'random'"),
-        ("mined:loss=triplet", "unknown retrieval loss 'triplet'"),
+        ("random", "unknown strategy 'random' of the retrieval task"),
+        ("mined:loss=triplet", "unknown loss 'triplet'"),
+        ("mined:loss=sup_con", "cannot train the retrieval task"),
         ("mined:temperature=0", "temperature must be > 0"),
         ("mined:k=8,lo=0,hi=4", "rank window"),
         ("mcmc:gamma=1", "unknown parameter gamma"),
@@ -110,7 +121,7 @@ def test_frozen_towers_start_at_the_zero_shot_embeddings():
 )
 def test_bad_strategies_are_named(entry, message):
     with pytest.raises(ValueError, match=message):
-        RetrievalStrategy.parse(entry)
+        strategy(entry)
     with pytest.raises(ConfigError, match=message):
         build_config({"task": "retrieval", "dataset": "chatterbot", "strategies": [entry]})
 

@@ -9,10 +9,11 @@ import torch
 from negkit.data.interactions import load_movielens100k
 from negkit.io import read_json
 from negkit.losses import info_nce
-from negkit.losses.functional.core import nce_rows
-from negkit.report import write_report
+from negkit.losses.functional.ranking import catalogue_logits, info_nce_from_logits
+from negkit.models.two_tower import TwoTower
+from negkit.tasks.recommendation import leave_last_out_ranking, popularity_ranking
 from negkit.train.config import ConfigError, build_config
-from negkit.train.recommend import TwoTower, catalogue_logits, leave_last_out_ranking, popularity_ranking
+from negkit.train.report import write_report
 from negkit.train.runner import prepare_run_dir, run_experiment
 
 
@@ -39,8 +40,8 @@ def test_catalogue_logits_give_info_nce_with_per_anchor_negatives(data):
     model = TwoTower(data, 8).double()
     users, items = data.train_users[:32], data.train_items[:32]
     negatives = torch.randint(data.num_items, (32, 5))
-    positive, negative = catalogue_logits(model, users, items, negatives, 0.2)
-    ours = nce_rows(positive, negative).loss.mean()
+    positive, negative = catalogue_logits(model.users(users), model.items(), items, negatives, 0.2)
+    ours = info_nce_from_logits(positive, negative)
     reference = info_nce(
         model.users(users), model.items(items), model.items(negatives), temperature=0.2, in_batch_negatives=False
     )
@@ -131,8 +132,11 @@ def test_resume_after_a_kill_ends_with_the_same_metrics(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"strategies": ["simclr"]}, "no meaning in the recommendation task"),
-        ({"dataset": "mnist5000"}, "dataset: unknown dataset 'mnist5000'; choose one of: ml-100k"),
+        ({"strategies": ["simclr"]}, "unknown strategy 'simclr' of the recommendation task"),
+        (
+            {"dataset": "mnist5000"},
+            "dataset: unknown dataset 'mnist5000' of the recommendation task; choose one of: ml-100k",
+        ),
         ({"strategies": ["uniform-k:k=4,in_batch=true"]}, "in_batch=True is not supported"),
         ({"strategies": ["ans:class_conditional=true"]}, "class_conditional=True is not supported"),
         ({"recommend": {"top_k": 0}}, "recommend.top_k"),
