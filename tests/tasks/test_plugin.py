@@ -2,6 +2,7 @@
 of its own, checkpoints and resume, the summary table and the report, all without touching negkit's files."""
 
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -36,7 +37,7 @@ class ToyTask(Task):
 
     name = "toy"
     description = "synthetic clusters through the one loop"
-    sections = {"toy": ToySettings}
+    sections: ClassVar[dict[str, type[Strict]]] = {"toy": ToySettings}
     default_dataset = "clusters"
     default_strategies = ("toy-nce",)
     step_fields = ("mean_norm",)

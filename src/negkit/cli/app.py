@@ -57,9 +57,8 @@ def run(
         _fail(str(error))
 
     source = settings.dataset or Path(settings.data.train).name
-    console.print(
-        f"negkit run → [bold]{paths.root}[/] ({settings.task} on {source}, strategies: {', '.join(settings.strategies)})"
-    )
+    listed = ", ".join(settings.strategies)
+    console.print(f"negkit run → [bold]{paths.root}[/] ({settings.task} on {source}, strategies: {listed})")
     started = time.perf_counter()
     columns = (
         TextColumn("[bold]{task.description:<8}"),

@@ -127,6 +127,7 @@ class Task(abc.ABC):
     @classmethod
     def check_strategy(cls, entry: str, params: dict[str, Any]) -> None:
         """Raise ``ValueError`` if the strategy entry's parameters ask for something this task cannot honour."""
+        return None
 
     @classmethod
     def summary_columns(cls, config: dict[str, Any]) -> tuple[Column, ...]:
@@ -169,6 +170,7 @@ class Task(abc.ABC):
 
     def start_epoch(self, trainee: Trainee, epoch: int, generator: torch.Generator) -> None:
         """Work before an epoch's batches (e.g. refresh a cache, re-mine negatives)."""
+        return None
 
     @abc.abstractmethod
     def batches(self, trainee: Trainee, generator: torch.Generator) -> Iterable[Any]:

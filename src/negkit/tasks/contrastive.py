@@ -14,7 +14,7 @@ strategy's negative distribution at the end of training. Baseline: the same metr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -85,7 +85,7 @@ def embed(model: ContrastiveModel, x: Tensor, batch_size: int = 1024, *, project
 class ContrastiveTask(Task):
     name = "contrastive"
     description = "labelled inputs (images or feature vectors): an encoder trained on two views per sample"
-    sections = {"views": ViewSettings, "eval": EvalSettings}
+    sections: ClassVar[dict[str, type[Strict]]] = {"views": ViewSettings, "eval": EvalSettings}
     data_settings = LabelledFiles
     default_dataset = "mnist5000"
     default_strategies = ("simclr", "dcl", "hucl", "scl", "supcon", "hscl", "ans:in_batch=true")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -100,7 +100,7 @@ def popularity_ranking(data: InteractionData, k: int = 10) -> dict[str, float]:
 class RecommendationTask(Task):
     name = "recommendation"
     description = "implicit feedback: a two-tower model over sampled unrated items, leave-last-out ranking"
-    sections = {"recommend": RecommendSettings}
+    sections: ClassVar[dict[str, type[Strict]]] = {"recommend": RecommendSettings}
     data_settings = InteractionFiles
     default_dataset = "ml-100k"
     default_strategies = ("uniform-k:k=1", "uniform-k:k=8", "uniform-k:k=64", "ans")

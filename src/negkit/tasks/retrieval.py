@@ -191,7 +191,7 @@ def evaluate(towers: nn.Module, data: RetrievalData, test_ids: Tensor) -> dict[s
 class RetrievalTask(Task):
     name = "retrieval"
     description = "query → document pairs: a dual text encoder, frozen with trained heads or fine-tuned"
-    sections = {"retrieval": RetrievalSettings}
+    sections: ClassVar[dict[str, type[Strict]]] = {"retrieval": RetrievalSettings}
     data_settings = PairFiles
     default_dataset = "chatterbot"
     default_strategies = ("in-batch", "mined")
