@@ -130,6 +130,11 @@ class Task(abc.ABC):
         return None
 
     @classmethod
+    def check_config(cls, config: Any) -> None:
+        """Raise ``ValueError`` on a combination of settings this task cannot run (checked at config time)."""
+        return None
+
+    @classmethod
     def summary_columns(cls, config: dict[str, Any]) -> tuple[Column, ...]:
         """The summary table's columns for a run with this (dumped) config; the first is the headline metric."""
         return cls.columns

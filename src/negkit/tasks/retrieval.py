@@ -153,6 +153,7 @@ class PairFiles(Strict):
     positive: str = "positive"  # a string or a list of strings per row
     corpus: str | None = None  # extra documents (columns id, text); else the corpus is every positive
     model: str | None = None  # a local sentence-transformers model folder; default the shipped MiniLM
+    embeddings: str | None = None  # precomputed: NPZ with `text` [N] and `embedding` [N, d] (frozen mode only)
 
 
 @torch.no_grad()
@@ -163,6 +164,43 @@ def embed(towers: nn.Module, *, query_ids: Tensor | None = None, num_documents: 
     vectors = towers.queries(query_ids) if query_ids is not None else towers.documents(torch.arange(num_documents))
     towers.train(was_training)
     return vectors
+
+
+def precomputed_embeddings(data: RetrievalData, path: str | Path) -> tuple[Tensor, Tensor]:
+    """Query ``[Q, d]`` and document ``[D, d]`` embeddings looked up by text in an NPZ file holding ``text``
+    (``[N]`` strings: every query and document text, whitespace differences ignored) and ``embedding``
+    (``[N, d]`` finite floats), e.g. written by any encoder with ``np.savez(path, text=texts, embedding=vectors)``."""
+    import numpy as np
+
+    from negkit.data import DataFileError
+    from negkit.data.text import normalise_text
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"{path}: embeddings file not found")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            found = {name: arrays[name] for name in arrays.files}
+    except (OSError, ValueError) as error:
+        raise DataFileError(f"{path}: not a readable NPZ file ({error})") from None
+    for name in ("text", "embedding"):
+        if name not in found:
+            raise DataFileError(f"{path}: array {name!r} not found; arrays: {', '.join(found) or 'none'}")
+    texts, vectors = found["text"], found["embedding"]
+    if vectors.ndim != 2 or texts.ndim != 1 or len(texts) != len(vectors):
+        raise DataFileError(f"{path}: need text [N] and embedding [N, d], got {texts.shape} and {vectors.shape}")
+    if not np.issubdtype(vectors.dtype, np.floating) or not np.isfinite(vectors).all():
+        bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0]) + 1 if vectors.dtype.kind == "f" else 1
+        raise DataFileError(f"{path}: embedding must be finite floats (row {bad})")
+    row = {normalise_text(str(text)): i for i, text in enumerate(texts.tolist())}
+
+    def lookup(wanted: list[str], what: str) -> Tensor:
+        missing = [text for text in wanted if text not in row]
+        if missing:
+            raise DataFileError(f"{path}: no embedding for {len(missing)} {what} texts, e.g. {missing[0][:80]!r}")
+        return torch.from_numpy(vectors[[row[text] for text in wanted]].astype(np.float32))
+
+    return lookup(data.queries, "query"), lookup(data.documents, "document")
 
 
 def relevance_matrix(data: RetrievalData) -> Tensor:
@@ -211,6 +249,11 @@ class RetrievalTask(Task):
     def datasets(cls) -> list[str]:
         return list_retrieval_datasets()
 
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        if config.data is not None and config.data.embeddings is not None and config.retrieval.mode != "frozen":
+            raise ValueError("data.embeddings: precomputed embeddings train frozen towers; set retrieval.mode = frozen")
+
     # ------------------------------------------------------------------------------------ data and baselines
 
     @property
@@ -228,11 +271,11 @@ class RetrievalTask(Task):
             self.data = load_pairs_file(files.train, query=files.query, positive=files.positive, corpus=files.corpus)
         self.train_ids, self.test_ids = self.data.split(settings.test_fraction, seed=config.seed)
         self.relevant = relevance_matrix(self.data)
-        self.base = (
-            cached_base_embeddings(self.data, settings.max_seq_length, self.model_path)
-            if settings.mode == "frozen"
-            else None
-        )
+        self.base = None
+        if config.data is not None and config.data.embeddings is not None:
+            self.base = precomputed_embeddings(self.data, config.data.embeddings)
+        elif settings.mode == "frozen":
+            self.base = cached_base_embeddings(self.data, settings.max_seq_length, self.model_path)
 
     @property
     def dataset_name(self) -> str:

@@ -22,7 +22,7 @@ from negkit.tasks import Strict, get_task, list_tasks
 
 Scalar = bool | int | float | str | None
 #: keys of the ``[data]`` section that name files; relative paths are resolved against the config file's folder
-PATH_KEYS = ("train", "test", "corpus", "model", "query_embeddings", "corpus_embeddings")
+PATH_KEYS = ("train", "test", "corpus", "model", "embeddings")
 
 
 class TrainSettings(Strict):
@@ -85,6 +85,7 @@ class RunConfig(Strict):
                 f"dataset: unknown dataset {self.dataset!r} of the {self.task} task; choose one of: "
                 f"{', '.join(task.datasets())}, or give your own files in a [data] section"
             )
+        task.check_config(self)
         if not self.strategies:
             raise ValueError("strategies: name at least one strategy")
         if len(set(self.strategies)) != len(self.strategies):
