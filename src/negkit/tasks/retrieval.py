@@ -71,11 +71,6 @@ class RetrievalStrategy:
     negatives: ClassVar[str]
     loss: str = "info_nce"
     temperature: float = 0.05
-    k: int = 4
-    lo: int = 0
-    hi: int = 30
-    relative_margin: float | None = 0.05
-    beta: float = 20.0
 
     def __post_init__(self) -> None:
         canonical = get_loss(self.loss).name
@@ -83,8 +78,6 @@ class RetrievalStrategy:
             raise ValueError(f"loss {self.loss!r} cannot train the retrieval task; choose one of: {', '.join(LOSSES)}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.k < 1 or not 0 <= self.lo < self.hi or self.hi - self.lo < self.k:
-            raise ValueError(f"need k >= 1 and a rank window [lo, hi) of at least k ranks, got {self}")
 
     @property
     def loss_name(self) -> str:
@@ -117,6 +110,7 @@ class RetrievalStrategy:
 
 
 @register_strategy("in-batch", "the batch's positives are the negatives", uses_labels=False, tasks=("retrieval",))
+@dataclass(frozen=True)
 class InBatchRetrieval(RetrievalStrategy):
     negatives = "in-batch"
 
@@ -124,13 +118,31 @@ class InBatchRetrieval(RetrievalStrategy):
 @register_strategy(
     "mined", "plus k mined documents per query, false-negative filters", uses_labels=False, tasks=("retrieval",)
 )
+@dataclass(frozen=True)
 class MinedRetrieval(RetrievalStrategy):
     negatives = "mined"
+    k: int = 4
+    lo: int = 0
+    hi: int = 30
+    relative_margin: float | None = 0.05
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.k < 1 or not 0 <= self.lo < self.hi or self.hi - self.lo < self.k:
+            raise ValueError(f"need k >= 1 and a rank window [lo, hi) of at least k ranks, got {self}")
 
 
 @register_strategy("mcmc", "plus k documents per query from an MCMC chain", uses_labels=False, tasks=("retrieval",))
+@dataclass(frozen=True)
 class MCMCRetrieval(RetrievalStrategy):
     negatives = "mcmc"
+    k: int = 4
+    beta: float = 20.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.k < 1:
+            raise ValueError(f"need k >= 1, got {self.k}")
 
 
 class RetrievalSettings(Strict):
@@ -314,7 +326,12 @@ class RetrievalTask(Task):
             towers,
             strategy,
             list(towers.parameters()),
-            state={"mined": torch.full((data.num_queries, strategy.k), -1, dtype=torch.long), "mcmc": mcmc},
+            state={
+                "mined": torch.full((data.num_queries, strategy.k), -1, dtype=torch.long)
+                if strategy.negatives == "mined"
+                else None,
+                "mcmc": mcmc,
+            },
             scratch={"steps": steps, "primary": torch.tensor([ids[0] for ids in data.relevant])},
         )
 
