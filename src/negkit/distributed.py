@@ -9,7 +9,8 @@ single-process training on the concatenated batch (tested with two gloo processe
 
 Offsets live in one place: ``GlobalBatch`` carries the gathered tensors and ``offset = rank · b``, the
 global index of this rank's first row (so local anchor i's positive is global column ``offset + i``).
-Requires equal local batch sizes on every rank.
+Requires equal local batch sizes on every rank. The loss itself is :func:`negkit.losses.indexed_info_nce`;
+this module only moves tensors between ranks.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from torch import Tensor
 from torch.autograd import Function
 
 from negkit._validation import check_positive_scalar, check_reduction, check_tensor
-from negkit.losses.functional.core import nce_rows, reduce_loss, require_negatives, similarity_logits
+from negkit.losses.functional.candidates import indexed_info_nce
+from negkit.losses.functional.core import reduce_loss
 from negkit.negatives.pools import Queue
 
 
@@ -85,7 +87,9 @@ def global_info_nce(
     """InfoNCE of this rank's anchors ``[b, d]`` against the positives of *all* ranks.
 
     Which negatives each anchor sees: the other ``world · b − 1`` positives of the global batch (minus those
-    with the anchor's label when ``labels [b]`` is given). With one process it equals
+    with the anchor's label when ``labels [b]`` is given); with ``symmetric`` the positives also act as anchors
+    against the global batch of anchors. Each direction is :func:`negkit.losses.indexed_info_nce` of the local
+    rows against the gathered ones, the positive at column ``offset + i``. With one process it equals
     ``info_nce(anchor, positive, labels=labels, symmetric=symmetric)``.
     """
     check_positive_scalar("temperature", temperature)
@@ -101,17 +105,18 @@ def global_info_nce(
 
 
 def _local_against_global(anchor: Tensor, candidates: GlobalBatch, labels: Tensor | None, temperature: float) -> Tensor:
-    rows = torch.arange(anchor.shape[0], device=anchor.device)
-    logits = similarity_logits(anchor, candidates.embeddings, temperature)  # [b, world·b]
-    own = candidates.offset + rows
-    positive_logits = logits[rows, own].unsqueeze(1)
-    negative_mask = torch.ones_like(logits, dtype=torch.bool)
-    if labels is not None:
-        negative_mask = labels.unsqueeze(1) != candidates.labels.unsqueeze(0)
-    negatives_left = negative_mask.sum(dim=1) - negative_mask[rows, own].long()
-    require_negatives(torch.where(negatives_left > 0, 0.0, float("-inf")), context="in the global batch")
-    negative_mask[rows, own] = True  # the positive stays in the denominator, as in info_nce
-    return nce_rows(positive_logits, logits, negative_mask=negative_mask, include_positive=False).loss
+    """``[b]`` per-anchor InfoNCE of the local ``anchor`` rows against the gathered candidates."""
+    own = candidates.offset + torch.arange(anchor.shape[0], device=anchor.device)
+    return indexed_info_nce(
+        anchor,
+        candidates.embeddings,
+        own,
+        temperature=temperature,
+        anchor_labels=labels,
+        candidate_labels=candidates.labels,
+        reduction="none",
+        context="in the global batch",
+    )
 
 
 @torch.no_grad()

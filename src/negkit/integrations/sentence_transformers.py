@@ -9,6 +9,7 @@ sentence-transformers is only needed to run a model; importing this module does 
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Sequence
@@ -19,19 +20,24 @@ from torch import Tensor, nn
 
 from negkit._optional import require
 from negkit._validation import check_positive_scalar, check_similarity, check_tensor
-from negkit.losses.functional import decoupled_softmax, info_nce, mw_auc, similarity_logits
+from negkit.losses.functional import similarity_logits
+from negkit.losses.registry import LossSpec, get_loss, list_losses
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 __all__ = ["NegkitLoss"]
 
-#: Keyword arguments each named loss accepts through ``**loss_kwargs`` (the rest is set by the adapter).
+#: The registered losses (:mod:`negkit.losses.registry`; any of their aliases works too) that fit the columns,
+#: and the keyword arguments each accepts through ``**loss_kwargs`` (the rest is set by the adapter).
 _LOSS_OPTIONS: dict[str, frozenset[str]] = {
     "info_nce": frozenset({"similarity", "reduction", "chunk_size", "in_batch_negatives"}),
+    "symmetric_info_nce": frozenset({"similarity", "reduction", "chunk_size"}),
     "decoupled_softmax": frozenset({"similarity", "reduction"}),
     "mw_auc": frozenset({"similarity", "reduction"}),
 }
+#: The InfoNCE forms: one call of ``info_nce`` does both directions when symmetric.
+_INFO_NCE_FORMS = ("info_nce", "symmetric_info_nce")
 #: Arguments that the adapter fills in itself, so they cannot be given as ``**loss_kwargs``.
 _RESERVED = frozenset(
     {"anchor", "positive", "negatives", "temperature", "symmetric", "labels", "negative_log_weights"}
@@ -75,13 +81,17 @@ class NegkitLoss(nn.Module):
     negatives; hard negatives are not used in this direction). This is sentence-transformers'
     ``MultipleNegativesSymmetricRankingLoss`` (= ``MultipleNegativesRankingLoss(directions=("query_to_doc",
     "doc_to_query"), partition_mode="per_direction")``), and negkit's ``info_nce(symmetric=True)``, which the
-    adapter calls for ``loss="info_nce"``.
+    adapter calls for ``loss="info_nce"`` (``loss="symmetric_info_nce"`` is the same with ``symmetric=True`` as
+    its default).
 
-    The losses, with ``s = sim / temperature`` (cosine similarity unless ``similarity="dot"``):
+    The losses are names of negkit's loss registry (:mod:`negkit.losses.registry`), so any alias works
+    (``"infonce"``, ``"NT-Xent"``, ``"simclr"``, ``"dexml"``, ...) and an unset ``temperature`` or ``symmetric``
+    takes the name's registry default — the same as ``create_loss(name)`` and every other surface. With
+    ``s = sim / temperature`` (cosine similarity unless ``similarity="dot"``):
 
     * ``"info_nce"``: :func:`negkit.losses.info_nce`,
       ``ℓ_i = −log(e^{s(a_i,p_i)} / Σ_{c ∈ candidates(i)} e^{s(a_i,c)})``; with ``temperature = 1/scale``
-      this is ``MultipleNegativesRankingLoss(model, scale)``.
+      this is ``MultipleNegativesRankingLoss(model, scale)``. ``"symmetric_info_nce"``: the same, symmetric.
     * ``"decoupled_softmax"``: :func:`negkit.losses.decoupled_softmax` of the anchors against the items
       ``[p; h.reshape(B·K,d)]`` (``[B + B·K, d]``) with relevance ``[B, B + B·K]`` true only at ``(i, i)``.
       With the one positive per row that these columns carry, its value equals ``"info_nce"``'s (a positive
@@ -96,8 +106,8 @@ class NegkitLoss(nn.Module):
       ``loss(positive, anchor, None, temperature=T, ...)`` and the two values are averaged.
 
     Labels: sentence-transformers passes the dataset's ``label`` column (or ``None``) to every loss. They are
-    ignored unless ``use_labels=True``; then they must be ``[B]`` integer class ids, and (``"info_nce"`` or a
-    callable only) anchor ``i`` no longer sees the in-batch positives ``p_j`` with ``labels[j] == labels[i]``
+    ignored unless ``use_labels=True``; then they must be ``[B]`` integer class ids, and (the InfoNCE forms or
+    a callable only) anchor ``i`` no longer sees the in-batch positives ``p_j`` with ``labels[j] == labels[i]``
     (in the symmetric direction: the anchors ``a_j`` of the same label). Hard negatives carry no label and are
     never masked.
 
@@ -107,13 +117,19 @@ class NegkitLoss(nn.Module):
 
     Args:
         model: the ``SentenceTransformer`` being trained (stored as ``self.model``, as the trainer expects).
-        loss: ``"info_nce"`` | ``"decoupled_softmax"`` | ``"mw_auc"`` or a callable (see above).
-        temperature: T > 0; sentence-transformers' ``scale`` is ``1 / temperature`` (``scale=20`` ↔ ``0.05``).
-        symmetric: also average in the positive → anchors direction (see above).
-        use_labels: use the trainer's labels to mask same-label in-batch candidates (``"info_nce"`` or a
+        loss: ``"info_nce"`` | ``"symmetric_info_nce"`` | ``"decoupled_softmax"`` | ``"mw_auc"`` (or one of
+            their registry aliases), or a callable (see above).
+        temperature: T > 0; sentence-transformers' ``scale`` is ``1 / temperature`` (``scale=20`` ↔ ``0.05``,
+            ``MultipleNegativesRankingLoss``'s default: pass ``temperature=0.05`` for parity). ``None``: the named
+            loss's registry default (``info_nce`` 0.1, ``decoupled_softmax`` 0.05); for ``mw_auc`` and callables,
+            which have no temperature of their own here, ``info_nce``'s.
+        symmetric: also average in the positive → anchors direction (see above). ``None``: the named loss's
+            registry default (``True`` for ``symmetric_info_nce``, else ``False``).
+        use_labels: use the trainer's labels to mask same-label in-batch candidates (the InfoNCE forms or a
             callable; the callable receives ``labels=``).
         **loss_kwargs: further options of the loss. ``"info_nce"``: ``similarity`` (``"cosine"`` | ``"dot"``),
-            ``reduction`` (``"mean"`` | ``"sum"``), ``chunk_size``, ``in_batch_negatives``;
+            ``reduction`` (``"mean"`` | ``"sum"``), ``chunk_size``, ``in_batch_negatives``; ``"symmetric_info_nce"``:
+            the same but ``in_batch_negatives``;
             ``"decoupled_softmax"`` and ``"mw_auc"``: ``similarity``, ``reduction``. A callable gets them as is.
 
     Raises:
@@ -129,13 +145,29 @@ class NegkitLoss(nn.Module):
         model: SentenceTransformer | nn.Module,
         loss: str | Callable[..., Tensor] = "info_nce",
         *,
-        temperature: float = 0.05,
-        symmetric: bool = False,
+        temperature: float | None = None,
+        symmetric: bool | None = None,
         use_labels: bool = False,
         **loss_kwargs: Any,
     ) -> None:
         super().__init__()
         self.model = model
+        self.use_labels = bool(use_labels)
+        self._spec: LossSpec | None = None
+        self._loss_fn: Callable[..., Tensor] | None = None
+        if callable(loss):
+            self.loss_name = _callable_name(loss)
+            self._loss_fn = loss
+            _check_callable_kwargs(loss, loss_kwargs, self.use_labels)
+            defaults = get_loss("info_nce").defaults  # a callable follows info_nce's contract
+        elif isinstance(loss, str):
+            self._spec = _resolve(loss)
+            self.loss_name = self._spec.name
+            defaults = self._spec.defaults
+        else:
+            raise ValueError(f"NegkitLoss: loss must be a loss name or a callable, got {type(loss).__name__}")
+        if temperature is None:
+            temperature = defaults.get("temperature", get_loss("info_nce").defaults["temperature"])
         try:
             self.temperature = check_positive_scalar("temperature", temperature)
         except (TypeError, ValueError):
@@ -143,29 +175,17 @@ class NegkitLoss(nn.Module):
                 f"NegkitLoss: temperature must be a finite number > 0 (sentence-transformers' scale = "
                 f"1 / temperature), got {temperature!r}"
             ) from None
-        self.symmetric = bool(symmetric)
-        self.use_labels = bool(use_labels)
-        if callable(loss):
-            self.loss_name = _callable_name(loss)
-            self._loss_fn: Callable[..., Tensor] | None = loss
-            _check_callable_kwargs(loss, loss_kwargs, self.use_labels)
-        elif isinstance(loss, str):
-            if loss not in _LOSS_OPTIONS:
-                raise ValueError(
-                    f"NegkitLoss: unknown loss {loss!r}; choose one of {sorted(_LOSS_OPTIONS)} or pass a callable"
-                )
-            self.loss_name = loss
-            self._loss_fn = None
-            _check_named_kwargs(loss, loss_kwargs)
-            if self.use_labels and loss != "info_nce":
-                raise ValueError(f"NegkitLoss: use_labels=True needs a loss that takes labels; {loss!r} does not")
-            if self.symmetric and loss == "info_nce" and not loss_kwargs.get("in_batch_negatives", True):
+        self.symmetric = bool(defaults.get("symmetric", False) if symmetric is None else symmetric)
+        if self._spec is not None:
+            name = self.loss_name
+            _check_named_kwargs(name, loss_kwargs)
+            if self.use_labels and name not in _INFO_NCE_FORMS:
+                raise ValueError(f"NegkitLoss: use_labels=True needs a loss that takes labels; {name!r} does not")
+            if self.symmetric and name in _INFO_NCE_FORMS and not loss_kwargs.get("in_batch_negatives", True):
                 raise ValueError(
                     "NegkitLoss: symmetric=True needs in_batch_negatives=True (the reverse direction's only "
                     "negatives are the other anchors)"
                 )
-        else:
-            raise ValueError(f"NegkitLoss: loss must be a loss name or a callable, got {type(loss).__name__}")
         self.loss_kwargs = dict(loss_kwargs)
 
     @property
@@ -204,7 +224,7 @@ class NegkitLoss(nn.Module):
                 "class ids to the dataset, or set use_labels=False"
             )
         labels = labels if self.use_labels else None
-        if self.loss_name == "info_nce" and self._loss_fn is None:
+        if self.loss_name in _INFO_NCE_FORMS and self._loss_fn is None:
             return self._direction(anchor, positive, hard, labels, symmetric=self.symmetric)  # both in one call
         loss = self._direction(anchor, positive, hard, labels)
         if self.symmetric:
@@ -223,13 +243,14 @@ class NegkitLoss(nn.Module):
             if self.use_labels:
                 options["labels"] = labels
             return self._loss_fn(queries, documents, shared, temperature=self.temperature, **options)
-        if self.loss_name == "info_nce":
+        function = self._spec.function
+        if self.loss_name in _INFO_NCE_FORMS:
             in_batch = options.pop("in_batch_negatives", True)
             if not in_batch and hard is None:
                 raise ValueError(
                     "NegkitLoss: in_batch_negatives=False needs hard-negative columns (a third column or more)"
                 )
-            return info_nce(
+            return function(
                 queries,
                 documents,
                 shared if in_batch else hard,
@@ -242,11 +263,11 @@ class NegkitLoss(nn.Module):
         items = documents if shared is None else torch.cat([documents, shared])  # [B + B·K, d]
         relevance = torch.eye(batch, items.shape[0], dtype=torch.bool, device=queries.device)
         if self.loss_name == "decoupled_softmax":
-            return decoupled_softmax(queries, items, relevance, temperature=self.temperature, **options)
+            return function(queries, items, relevance, temperature=self.temperature, **options)
         check_tensor("queries", queries, 2)
         check_tensor("items", items, 2)
         scores = similarity_logits(queries, items, self.temperature, options.pop("similarity", "cosine"))
-        return mw_auc(scores, relevance, **options)
+        return function(scores, relevance, **options)  # mw_auc
 
     def get_config_dict(self) -> dict[str, Any]:
         """The hyper-parameters, for the model card."""
@@ -273,6 +294,26 @@ def _check_columns(count: int) -> None:
             f"NegkitLoss needs at least 2 columns (anchor, positive[, negative_1, ...]), got {count}; "
             "a dataset of single texts has no positive pairs"
         )
+
+
+def _resolve(name: str) -> LossSpec:
+    """The registry's spec of ``name`` (any alias), if it is one of the losses that fit the columns."""
+    supported = sorted(_LOSS_OPTIONS)
+    try:
+        spec = get_loss(name)
+    except ValueError:
+        names = {alias: canonical for canonical in supported for alias in (canonical, *get_loss(canonical).aliases)}
+        close = difflib.get_close_matches(name.strip().lower().replace("-", "_"), list(names), n=1)
+        hint = f" (did you mean {names[close[0]]!r}?)" if close else ""
+        raise ValueError(
+            f"NegkitLoss: unknown loss {name!r}; choose one of {supported} or pass a callable{hint}"
+        ) from None
+    if spec.name not in _LOSS_OPTIONS:
+        raise ValueError(
+            f"NegkitLoss: loss {name!r} ({spec.name}) does not take (anchor, positive, hard negatives...) columns; "
+            f"choose one of {supported} or pass a callable (registered losses: {', '.join(list_losses())})"
+        )
+    return spec
 
 
 def _check_named_kwargs(name: str, loss_kwargs: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """``nn.Module`` wrappers of the functional losses: they hold hyper-parameters, the math stays functional.
 
 Hyper-parameters are checked when the module is built, so a bad configuration fails before training starts.
+The names these modules are built by, and each name's defaults, are in :mod:`negkit.losses.registry`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from negkit._validation import (
     check_similarity,
 )
 from negkit.losses import functional as F
-from negkit.losses.registry import register_loss
 
 
 class _Loss(nn.Module):
@@ -29,7 +29,6 @@ class _Loss(nn.Module):
         return ", ".join(f"{k}={v!r}" for k, v in fields.items())
 
 
-@register_loss("infonce", "ntxent", "simclr")
 class InfoNCE(_Loss):
     """InfoNCE / NT-Xent with one positive per anchor; see :func:`negkit.losses.functional.info_nce`.
 
@@ -75,7 +74,6 @@ class InfoNCE(_Loss):
         )
 
 
-@register_loss("supcon")
 class SupCon(_Loss):
     """Supervised contrastive loss L_out; ``forward(embeddings [N,d], labels [N])``.
 
@@ -89,7 +87,6 @@ class SupCon(_Loss):
         return F.sup_con(embeddings, labels, temperature=self.temperature, reduction=self.reduction)
 
 
-@register_loss("dcl", "dclw")
 class DCL(_Loss):
     """Decoupled contrastive loss (DCLW when ``sigma`` is set); ``forward(z1 [B,d], z2 [B,d])``.
 
@@ -119,7 +116,6 @@ class DCL(_Loss):
         )
 
 
-@register_loss("hardnce", "hucl", "hscl")
 class HardNCE(_Loss):
     """H-UCL (no labels) / H-SCL (labels); ``forward(z1 [B,d], z2 [B,d], labels=None)``.
 
@@ -153,7 +149,6 @@ class HardNCE(_Loss):
         )
 
 
-@register_loss("decoupled_softmax", "dexml")
 class DecoupledSoftmax(_Loss):
     """Multi-label decoupled softmax; ``forward(query [B,d], items [N,d], relevance [B,N])``.
 
@@ -176,7 +171,6 @@ class DecoupledSoftmax(_Loss):
         )
 
 
-@register_loss("mw", "mw_auc", "mannwhitney")
 class MannWhitneyLoss(nn.Module):
     """Mann–Whitney AUC loss; ``forward(scores [B,N], relevance [B,N])``.
 
@@ -193,3 +187,27 @@ class MannWhitneyLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
+
+
+class EMC2Loss(_Loss):
+    """EMC²'s sampled-negative surrogate of the global contrastive loss; ``forward(anchor [B,d], positive [B,d],
+    negatives [B,K,d], *, negative_mask=None [B,K])``. See :func:`negkit.losses.functional.emc2`.
+    """
+
+    def __init__(self, temperature: float = 0.1, *, similarity: str = "cosine", reduction: str = "mean") -> None:
+        super().__init__(temperature, reduction)
+        check_similarity(similarity)
+        self.similarity = similarity
+
+    def forward(
+        self, anchor: Tensor, positive: Tensor, negatives: Tensor, *, negative_mask: Tensor | None = None
+    ) -> Tensor:
+        return F.emc2(
+            anchor,
+            positive,
+            negatives,
+            negative_mask=negative_mask,
+            temperature=self.temperature,
+            similarity=self.similarity,
+            reduction=self.reduction,
+        )

@@ -1,25 +1,37 @@
-"""Dataset-wide negatives at small batch: SogCLR's global contrastive loss and EMC²'s MCMC negatives."""
+"""Dataset-wide negatives at small batch: SogCLR's global contrastive loss and EMC²'s MCMC negatives.
+
+Both build their loss by name from :mod:`negkit.losses.registry` (``global_contrastive``, ``emc2``) and take
+their default hyper-parameters from it.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from negkit.losses import GlobalContrastiveLoss
+from negkit.losses import get_loss
 from negkit.negatives import EmbeddingCache, HardnessSampler, MCMCSampler, NegativeSampler
 from negkit.strategies.registry import StrategyLoss, register_strategy
+
+_SOGCLR = get_loss("sogclr")  # global_contrastive
+_EMC2 = get_loss("emc2")
 
 
 @register_strategy("sogclr", "global contrastive loss with per-sample moving averages (SogCLR)", uses_labels=False)
 class SogCLR(StrategyLoss):
-    def __init__(self, temperature: float = 0.1, gamma: float = 0.9) -> None:
+    """``global_contrastive``: each view's negatives are the ``2B − 2`` other views of the batch, weighted by
+    the anchor's moving-average estimate of its dataset-wide partition."""
+
+    def __init__(
+        self, temperature: float = _SOGCLR.defaults["temperature"], gamma: float = _SOGCLR.defaults["gamma"]
+    ) -> None:
         super().__init__()
         self.temperature, self.gamma = temperature, gamma
-        self.loss: GlobalContrastiveLoss | None = None
+        self.loss: nn.Module | None = None
 
     def bind(self, num_samples: int, dim: int) -> None:
-        self.loss = GlobalContrastiveLoss(num_samples, temperature=self.temperature, gamma=self.gamma)
+        self.loss = _SOGCLR.create(num_samples=num_samples, temperature=self.temperature, gamma=self.gamma)
 
     def forward(self, z1: Tensor, z2: Tensor, labels: Tensor, index: Tensor) -> Tensor:
         return self.loss(z1, z2, index)
@@ -40,7 +52,7 @@ class EMC2(StrategyLoss):
     this batch is taken from a dataset-wide cache of projections (refreshed every epoch, rows overwritten by
     each batch), detached. EMC²'s code re-encodes such images instead; negkit's losses take features and
     never the model, and the cache row is at most one epoch old. The loss is EMC²'s gradient estimator of
-    the global contrastive loss::
+    the global contrastive loss (:func:`negkit.losses.emc2`, the registry's ``emc2``)::
 
         S_i = −s_ii'/T + (1/k) Σ_{recorded states z} s_iz/T
 
@@ -49,9 +61,11 @@ class EMC2(StrategyLoss):
 
     needs_refresh = True
 
-    def __init__(self, temperature: float = 0.1, k: int = 32, burn_in: float = 0.5) -> None:
+    def __init__(self, temperature: float = _EMC2.defaults["temperature"], k: int = 32, burn_in: float = 0.5) -> None:
         super().__init__()
         self.temperature, self.k, self.burn_in = temperature, int(k), burn_in
+        # Unit vectors in, dot products out: the 2B views are normalised once, not once per gathered copy.
+        self.loss = _EMC2.create(temperature=temperature, similarity="dot", reduction="none")
         self.sampler: MCMCSampler | None = None
         self.cache: EmbeddingCache | None = None
 
@@ -79,14 +93,12 @@ class EMC2(StrategyLoss):
             recorded = in_batch | (state_ids >= 0)
             if not bool(recorded.any(dim=1).all()):
                 raise ValueError("an EMC2 chain recorded no state: the batch offered it no proposal but its own id")
-            # Only the gathered cache rows are normalised: the step's cost does not grow with the dataset.
+            # In-batch states carry gradient; the others are cache rows, and only the gathered ones are
+            # normalised: the step's cost does not grow with the dataset.
             stale = F.normalize(self.cache.table[state_ids.clamp(min=0)], dim=2)
             negative_vectors = torch.where(in_batch.unsqueeze(2), unit[negatives.indices.clamp(min=0)], stale)
-            a = F.normalize(anchors, dim=1)
-            positive = (a * F.normalize(positives, dim=1)).sum(dim=1)
-            similarities = torch.einsum("bd,bkd->bk", a, negative_vectors) * recorded
-            negative = similarities.sum(dim=1) / recorded.sum(dim=1)
-            losses.append((negative - positive) / self.temperature)
+            a, p = F.normalize(anchors, dim=1), F.normalize(positives, dim=1)
+            losses.append(self.loss(a, p, negative_vectors, negative_mask=recorded))
         self.cache.update(index, z2.detach(), labels)
         return 0.5 * (losses[0] + losses[1]).mean()
 

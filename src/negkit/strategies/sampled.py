@@ -4,6 +4,9 @@ The cache holds one projection per training sample. It is refreshed with the cur
 every epoch and the rows of each batch are overwritten with their new (detached) projections after every step,
 so a row is at most one epoch old. Negatives taken from it carry no gradient (as in MoCo's queue): the
 loss trains the anchors against them. The anchor's own row (its other view, one step old) is never a negative.
+
+Every strategy here trains ``info_nce`` (:mod:`negkit.losses.registry`), built by name with that name's
+default temperature.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from negkit.losses import info_nce
+from negkit.losses import get_loss
 from negkit.metrics import false_negative_rate, in_batch_false_negative_rate
 from negkit.negatives import (
     AdaptiveK,
@@ -29,6 +32,10 @@ from negkit.negatives import (
     ranking_quality,
 )
 from negkit.strategies.registry import StrategyLoss, register_strategy
+
+_INFO_NCE = get_loss("info_nce")
+# the default temperature of every strategy here: the info_nce loss's
+_TEMPERATURE: float = _INFO_NCE.defaults["temperature"]
 
 
 class CachedNegatives(StrategyLoss):
@@ -46,6 +53,7 @@ class CachedNegatives(StrategyLoss):
         super().__init__()
         self.k, self.temperature = int(k), temperature
         self.in_batch, self.importance_weights = in_batch, importance_weights
+        self.loss = _INFO_NCE.create(temperature=temperature, in_batch_negatives=in_batch)
         self.cache: EmbeddingCache | None = None
         self._last_fnr = 0.0
 
@@ -78,9 +86,7 @@ class CachedNegatives(StrategyLoss):
             gathered = gathered._replace(log_weights=None)
         # With in-batch negatives too, a class-conditional strategy also removes same-label rows of the batch.
         batch_labels = labels if self.in_batch and self.masks_same_label_negatives else None
-        loss = info_nce(
-            z1, z2, gathered, temperature=self.temperature, in_batch_negatives=self.in_batch, labels=batch_labels
-        )
+        loss = self.loss(z1, z2, gathered, labels=batch_labels)
         cache.update(index, z2.detach(), labels)
         cache.tick()
         return loss
@@ -92,10 +98,15 @@ class CachedNegatives(StrategyLoss):
         return self.sampler()
 
 
-@register_strategy("uniform-k", "InfoNCE with k negatives drawn uniformly from the dataset (UCL)", uses_labels=False)
+@register_strategy(
+    "uniform-k",
+    "InfoNCE with k negatives drawn uniformly from the dataset (UCL)",
+    uses_labels=False,
+    tasks=("contrastive", "recommendation"),
+)
 class UniformK(CachedNegatives):
     def __init__(
-        self, k: int = 64, temperature: float = 0.1, in_batch: bool = False, importance_weights: bool = False
+        self, k: int = 64, temperature: float = _TEMPERATURE, in_batch: bool = False, importance_weights: bool = False
     ) -> None:
         super().__init__(k, temperature, in_batch, importance_weights)
 
@@ -109,7 +120,7 @@ class ClassK(CachedNegatives):
     masks_same_label_negatives = True
 
     def __init__(
-        self, k: int = 64, temperature: float = 0.1, in_batch: bool = False, importance_weights: bool = False
+        self, k: int = 64, temperature: float = _TEMPERATURE, in_batch: bool = False, importance_weights: bool = False
     ) -> None:
         super().__init__(k, temperature, in_batch, importance_weights)
 
@@ -122,7 +133,7 @@ class HardK(CachedNegatives):
     def __init__(
         self,
         k: int = 64,
-        temperature: float = 0.1,
+        temperature: float = _TEMPERATURE,
         beta: float = 5.0,
         in_batch: bool = False,
         importance_weights: bool = False,
@@ -141,7 +152,7 @@ class MinedK(CachedNegatives):
     def __init__(
         self,
         k: int = 64,
-        temperature: float = 0.1,
+        temperature: float = _TEMPERATURE,
         skip: int = 10,
         window: int = 256,
         margin: float | None = 0.05,
@@ -163,9 +174,10 @@ class MinedK(CachedNegatives):
 
 @register_strategy("queue", "InfoNCE with in-batch negatives plus a FIFO queue of past batches", uses_labels=False)
 class QueueStrategy(StrategyLoss):
-    def __init__(self, size: int = 1024, temperature: float = 0.1) -> None:
+    def __init__(self, size: int = 1024, temperature: float = _TEMPERATURE) -> None:
         super().__init__()
         self.size, self.temperature = int(size), temperature
+        self.loss = _INFO_NCE.create(temperature=temperature)
         self.queue: Queue | None = None
         self._last_fnr = 0.0
 
@@ -179,7 +191,7 @@ class QueueStrategy(StrategyLoss):
         if queue_size:
             rate += false_negative_rate(labels, self.queue.labels.expand(len(labels), -1)) * queue_size
         self._last_fnr = rate / (in_batch + queue_size)
-        loss = info_nce(z1, z2, queued if len(queued) else None, temperature=self.temperature)
+        loss = self.loss(z1, z2, queued if len(queued) else None)
         self.queue.enqueue(z2.detach(), labels, index)
         return loss
 
@@ -188,7 +200,10 @@ class QueueStrategy(StrategyLoss):
 
 
 @register_strategy(
-    "ans", "InfoNCE with K dataset negatives, K adapted to the model's ranking quality (ANS)", uses_labels=False
+    "ans",
+    "InfoNCE with K dataset negatives, K adapted to the model's ranking quality (ANS)",
+    uses_labels=False,
+    tasks=("contrastive", "recommendation"),
 )
 class ANS(CachedNegatives):
     """Adaptive negative sampling (Wu et al.'s idea, negkit's model: :mod:`negkit.negatives.how_many`).
@@ -202,7 +217,7 @@ class ANS(CachedNegatives):
 
     def __init__(
         self,
-        temperature: float = 0.1,
+        temperature: float = _TEMPERATURE,
         noise_rate: float | None = None,
         label_noise: float = 0.0,
         class_conditional: bool = False,

@@ -1,6 +1,7 @@
 """Pure, shape-documented math of negkit's losses. Every loss is a configuration of :mod:`.core`."""
 
 from negkit.losses.functional.auc import mw_auc
+from negkit.losses.functional.candidates import indexed_info_nce
 from negkit.losses.functional.core import (
     RowLoss,
     masked_logsumexp,
@@ -12,6 +13,7 @@ from negkit.losses.functional.core import (
 from negkit.losses.functional.decoupled import dcl, decoupled_softmax
 from negkit.losses.functional.hard import debiased_log_mass, hard_nce, hardness_log_weights
 from negkit.losses.functional.nce import info_nce
+from negkit.losses.functional.sampled import emc2
 from negkit.losses.functional.supervised import sup_con
 
 __all__ = [
@@ -19,8 +21,10 @@ __all__ = [
     "dcl",
     "debiased_log_mass",
     "decoupled_softmax",
+    "emc2",
     "hard_nce",
     "hardness_log_weights",
+    "indexed_info_nce",
     "info_nce",
     "masked_logsumexp",
     "mw_auc",
