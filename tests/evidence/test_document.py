@@ -1,4 +1,4 @@
-from negkit.evidence import update_section
+from evidence import update_section
 
 
 def test_sections_are_replaced_in_place_and_new_ones_appended(tmp_path):
@@ -13,7 +13,7 @@ def test_sections_are_replaced_in_place_and_new_ones_appended(tmp_path):
 
 
 def test_run_or_reuse_reuses_only_a_finished_run_with_the_same_config(tmp_path, monkeypatch):
-    from negkit.evidence import document as module
+    from evidence import document as module
 
     calls = []
 

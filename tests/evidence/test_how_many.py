@@ -4,8 +4,7 @@ import itertools
 import math
 
 import torch
-
-from negkit.evidence.how_many import Sweep, calibrate_harm, class_conditional_false_negative_rate
+from evidence.how_many import Sweep, calibrate_harm, class_conditional_false_negative_rate
 
 
 def test_class_conditional_false_negative_rate_equals_a_loop_over_pairs():

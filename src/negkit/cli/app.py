@@ -119,22 +119,6 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A finished run folder."
         _fail(str(error))
 
 
-@app.command()
-def evidence(
-    name: Annotated[str, typer.Argument(help="Which evidence: negatives, global, how-many, retrieval.")],
-    document: Annotated[Path, typer.Option(help="The results document to update.")] = Path("docs/results.md"),
-    runs: Annotated[Path, typer.Option(help="Folder for the runs behind it.")] = Path("runs/evidence"),
-    quick: Annotated[bool, typer.Option("--quick", help="A few epochs and one seed: a smoke test.")] = False,
-) -> None:
-    """Run the experiments behind a section of docs/results.md and rewrite that section."""
-    from negkit.evidence import EVIDENCE, update_section
-
-    if name not in EVIDENCE:
-        _fail(f"unknown evidence {name!r}; choose from: {', '.join(sorted(EVIDENCE))}")
-    body = EVIDENCE[name](runs, document.parent / "figures", quick=quick, progress=console.print)
-    console.print(f"updated [bold]{update_section(document, name, body)}[/]")
-
-
 @app.command("optimal-k")
 def optimal_k_command(
     noise: Annotated[float | None, typer.Option(help="False-negative rate ρ of one sampled negative.")] = None,

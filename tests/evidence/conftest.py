@@ -1,0 +1,9 @@
+"""The evidence experiments live in ``experiments/evidence`` (research code, not installed): import them as the
+package ``evidence``, as ``experiments/run.py`` does."""
+
+import sys
+from pathlib import Path
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+if str(EXPERIMENTS) not in sys.path:
+    sys.path.insert(0, str(EXPERIMENTS))
