@@ -16,7 +16,7 @@ equations were not available to us; **the model below is negkit's own**, built o
   falls as ρ grows and rises as q grows. Example: ρ = 0.1, q = 0.7 gives K* = 4.
 
 That model (``model="all_clean"``, the default) treats one false negative as spoiling the whole sample. Measured
-on real data (``negkit evidence how-many``) it predicts far too few negatives, so negkit also offers
+on real data (``python experiments/run.py how-many``) it predicts far too few negatives, so negkit also offers
 ``model="per_negative"``: a sample teaches if at least one of its *true* negatives is scored above the positive,
 and each false negative costs ``harm`` on its own. With ``m ~ Binomial(K, ρ)`` false negatives,
 ``E[q^{K−m}] = (ρ + λq)^K``, so::
