@@ -2,7 +2,7 @@ import itertools
 
 import pytest
 import torch
-from negkit.train.encoders import build_model
+from negkit.models import build_model
 
 from negkit.train.schedule import warmup_cosine
 
