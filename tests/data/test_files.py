@@ -391,9 +391,13 @@ def test_bad_corpus_files(tmp_path):
 
 def test_hugging_face_dataset_folder(tmp_path):
     datasets = pytest.importorskip("datasets")
-    datasets.Dataset.from_list(PAIRS[:1] + PAIRS[3:]).save_to_disk(str(tmp_path / "hf"))
+    # an Arrow column has one type: every answer a list (strings and lists cannot share a column)
+    rows = [{**row, "answer": row["answer"] if isinstance(row["answer"], list) else [row["answer"]]} for row in PAIRS]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "hf"))
     data = load_pairs_file(tmp_path / "hf", query="question", positive="answer")
-    check_pairs(data, PAIRS[:1] + PAIRS[3:])
+    check_pairs(data, rows)
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "hf_dict"))
+    check_pairs(load_pairs_file(tmp_path / "hf_dict", query="question", positive="answer"), rows)
 
 
 # ------------------------------------------------------------------------------------------ interactions
