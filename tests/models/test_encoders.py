@@ -2,8 +2,8 @@ import itertools
 
 import pytest
 import torch
-from negkit.models import build_model
 
+from negkit.models import build_model
 from negkit.train.schedule import warmup_cosine
 
 

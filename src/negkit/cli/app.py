@@ -50,7 +50,7 @@ def run(
                 _fail("--resume continues a run with its saved config; do not pass a config or overrides")
             paths, settings = prepare_run_dir(resume, None, resume=True)
         else:
-            names = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
+            names = split_strategies(strategies) if strategies else None
             settings = load_config(config, strategies=names, seed=seed, dataset=dataset, **{"train.epochs": epochs})
             paths, settings = prepare_run_dir(out, settings, force=force)
     except (ConfigError, RunDirError, FileNotFoundError) as error:
@@ -87,15 +87,32 @@ def run(
 
         try:
             metrics = run_experiment(paths, settings, on_epoch_end=on_epoch, on_strategy_start=on_start)
-        except (DatasetUnavailableError, DataFileError, ImportError, FileNotFoundError) as error:
+        except (DatasetUnavailableError, DataFileError, RunDirError, ImportError, FileNotFoundError) as error:
             _fail(str(error))
-    report = write_report(paths.root)
+    try:
+        report = write_report(paths.root)
+    except RunDirError as error:
+        _fail(str(error))
     _print_summary(metrics, summary)
     best, value, baseline, base_value = best_strategy(metrics, summary[0])
     console.print(
         f"report: [bold]{report}[/]  ({time.perf_counter() - started:.1f} s) — best: [bold]{best}[/] "
         f"{summary[0].title} {value:.4f} ({value - base_value:+.4f} over {baseline})"
     )
+
+
+def split_strategies(text: str) -> list[str]:
+    """``"simclr,mined-k:k=8,lo=2,hscl"`` → ``["simclr", "mined-k:k=8,lo=2", "hscl"]``: a ``key=value`` piece
+    without a ``:`` continues the variant before it."""
+    entries: list[str] = []
+    for piece in (part.strip() for part in text.split(",")):
+        if not piece:
+            continue
+        if entries and "=" in piece and ":" not in piece:
+            entries[-1] = f"{entries[-1]},{piece}"
+        else:
+            entries.append(piece)
+    return entries
 
 
 def _print_summary(metrics: dict[str, Any], columns: tuple[Any, ...]) -> None:
@@ -111,11 +128,12 @@ def _print_summary(metrics: dict[str, Any], columns: tuple[Any, ...]) -> None:
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")]) -> None:
     """Rebuild DIR/report.md and its plots from the run's saved results."""
+    from negkit.train.checkpoint import RunDirError
     from negkit.train.report import write_report
 
     try:
         console.print(f"report: [bold]{write_report(run_dir)}[/]")
-    except FileNotFoundError as error:
+    except (FileNotFoundError, RunDirError) as error:
         _fail(str(error))
 
 

@@ -70,17 +70,21 @@ def list_datasets(pattern: str = "*") -> list[str]:
     return sorted(name for name in _DATASETS if fnmatch.fnmatch(name, pattern))
 
 
+def dataset_loader(name: str) -> Loader:
+    """The loader registered as ``name`` (its keyword parameters are the dataset's options)."""
+    try:
+        return _DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; registered: {', '.join(list_datasets())}") from None
+
+
 def load_dataset(name: str, *, seed: int = 0, label_noise: float = 0.0, **options: Any) -> DatasetSplits:
     """Load the dataset registered as ``name``; ``seed`` fixes any random split.
 
     ``label_noise`` (any dataset) replaces that share of the *training* labels by a uniformly drawn other class
     (symmetric noise, seeded); the true labels stay available for evaluation.
     """
-    try:
-        loader = _DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; registered: {', '.join(list_datasets())}") from None
-    data = loader(seed=seed, **options)
+    data = dataset_loader(name)(seed=seed, **options)
     return with_label_noise(data, label_noise, seed) if label_noise else data
 
 

@@ -343,13 +343,17 @@ def list_retrieval_datasets(pattern: str = "*") -> list[str]:
     return sorted(name for name in _LOADERS if fnmatch.fnmatch(name, pattern))
 
 
-def load_retrieval_dataset(name: str, **options: Any) -> RetrievalData:
-    """Load the text retrieval dataset ``name`` (``"chatterbot"`` or ``"rotten-tomatoes"``); ``options`` go to
-    its loader (e.g. ``unique_queries=True``)."""
+def retrieval_loader(name: str) -> Callable[..., RetrievalData]:
+    """The loader of the text retrieval dataset ``name`` (its keyword parameters are the dataset's options)."""
     try:
-        loader = _LOADERS[name]
+        return _LOADERS[name]
     except KeyError:
         raise ValueError(
             f"unknown retrieval dataset {name!r}; available: {', '.join(list_retrieval_datasets())}"
         ) from None
-    return loader(**options)
+
+
+def load_retrieval_dataset(name: str, **options: Any) -> RetrievalData:
+    """Load the text retrieval dataset ``name`` (``"chatterbot"`` or ``"rotten-tomatoes"``); ``options`` go to
+    its loader (e.g. ``unique_queries=True``)."""
+    return retrieval_loader(name)(**options)

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import abc
 import difflib
-from collections.abc import Iterable
+import inspect
+import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,9 +33,9 @@ from torch import Tensor, nn
 
 
 class Strict(BaseModel):
-    """Base of every config section: unknown keys are errors, values are immutable."""
+    """Base of every config section: unknown keys are errors, values are immutable, floats are finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,45 @@ class Task(abc.ABC):
         """``(setup paragraph, extra sections)`` of ``report.md`` from the saved run (the results table is
         common); plots go to ``run_dir / "plots"``."""
         return "", []
+
+
+def check_dataset_options(
+    loader: Callable[..., Any],
+    options: dict[str, Any],
+    *,
+    reserved: tuple[str, ...] = ("seed",),
+    extra: dict[str, type] | None = None,
+) -> None:
+    """Validate ``dataset_options`` against a built-in dataset's loader before anything is loaded.
+
+    Keys must be keyword parameters of ``loader`` (minus ``reserved``, which the task sets itself) or of
+    ``extra``; values must have the parameter's annotated type (``bool``, ``int``, ``float`` or ``str``); a
+    fraction (``*_fraction``, ``label_noise``) must lie in ``[0, 1)`` (``test_fraction`` in ``(0, 1)``).
+    Raises ``ValueError`` naming ``dataset_options.KEY``.
+    """
+    hints = {**typing.get_type_hints(loader), **(extra or {})}
+    parameters = [
+        name
+        for name, p in inspect.signature(loader).parameters.items()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and name not in reserved
+    ]
+    valid = sorted({*parameters, *(extra or {})})
+    for key, value in options.items():
+        where = f"dataset_options.{key}"
+        if key not in valid:
+            raise ValueError(f"{where}: unknown option; valid: {', '.join(valid) or 'none'}")
+        kind = hints.get(key)
+        if kind in (bool, int, float, str):
+            ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                ok = True
+            if not ok:
+                raise ValueError(f"{where}: expected {kind.__name__}, got {value!r}")
+        if key.endswith("_fraction") or key == "label_noise":
+            low_open = key == "test_fraction"
+            if not ((value > 0) if low_open else (value >= 0)) or not value < 1:
+                interval = "(0, 1)" if low_open else "[0, 1)"
+                raise ValueError(f"{where}: must lie in {interval}, got {value!r}")
 
 
 _TASKS: dict[str, type[Task]] = {}

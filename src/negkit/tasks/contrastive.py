@@ -14,7 +14,7 @@ strategy's negative distribution at the end of training. Baseline: the same metr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -29,6 +29,7 @@ from negkit.data import (
     load_dataset,
     random_views,
 )
+from negkit.data.registry import dataset_loader
 from negkit.io import load_torch, read_json, save_torch
 from negkit.metrics import alignment, knn_accuracy, linear_probe_accuracy, retrieval_metrics, tolerance, uniformity
 from negkit.models import ContrastiveModel, build_model
@@ -36,7 +37,7 @@ from negkit.negatives import negative_report
 from negkit.report import plots
 from negkit.report.tables import k_sweep_points, negatives_table
 from negkit.strategies import StrategyLoss, create_strategy, parse_strategy_entry
-from negkit.tasks.base import Column, StepResult, Strict, Task, Trainee, register_task
+from negkit.tasks.base import Column, StepResult, Strict, Task, Trainee, check_dataset_options, register_task
 
 PROBE_SIZE = 512  # anchors of the negative probe
 #: views of feature vectors when a config sets neither noise nor dropout
@@ -58,7 +59,7 @@ class EvalSettings(Strict):
     knn_k: int = Field(20, ge=1)
     knn_temperature: float = Field(0.07, gt=0)
     probe_c: float = Field(1.0, gt=0)
-    recall_ks: list[int] = Field(default_factory=lambda: [1, 5, 10])
+    recall_ks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 5, 10], min_length=1)
 
 
 class LabelledFiles(Strict):
@@ -108,6 +109,16 @@ class ContrastiveTask(Task):
     @classmethod
     def datasets(cls) -> list[str]:
         return list_datasets()
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        if config.dataset is not None:
+            check_dataset_options(dataset_loader(config.dataset), config.dataset_options, extra={"label_noise": float})
+
+    @classmethod
+    def check_strategy(cls, entry: str, params: dict[str, Any]) -> None:
+        # the sampler a strategy draws from checks its own parameters (e.g. k >= 1): build it now, not mid-run
+        create_strategy(parse_strategy_entry(entry)[0], **params).negative_sampler(2)
 
     # ------------------------------------------------------------------------------------ data and baselines
 

@@ -35,7 +35,7 @@ from negkit.negatives import ranking_quality, sample_unobserved
 from negkit.report import plots
 from negkit.report.tables import k_sweep_points
 from negkit.strategies import create_strategy, parse_strategy_entry
-from negkit.tasks.base import Column, StepResult, Strict, Task, Trainee, register_task
+from negkit.tasks.base import Column, StepResult, Strict, Task, Trainee, check_dataset_options, register_task
 
 #: parameters of the shared strategies that have a fixed value here (negatives are catalogue items, not rows)
 FIXED_PARAMS = {
@@ -118,6 +118,11 @@ class RecommendationTask(Task):
     @classmethod
     def datasets(cls) -> list[str]:
         return list(INTERACTION_DATASETS)
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        if config.dataset is not None:
+            check_dataset_options(INTERACTION_DATASETS[config.dataset], config.dataset_options)
 
     @classmethod
     def check_strategy(cls, entry: str, params: dict[str, Any]) -> None:

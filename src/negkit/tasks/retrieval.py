@@ -32,7 +32,13 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from negkit.data.text import RetrievalData, duplicate_free_batches, list_retrieval_datasets, load_retrieval_dataset
+from negkit.data.text import (
+    RetrievalData,
+    duplicate_free_batches,
+    list_retrieval_datasets,
+    load_retrieval_dataset,
+    retrieval_loader,
+)
 from negkit.losses import decoupled_softmax, get_loss, mw_auc
 from negkit.losses.functional.core import similarity_logits
 from negkit.losses.functional.ranking import relevance_masked_info_nce
@@ -41,7 +47,7 @@ from negkit.models.text import EncoderTowers, FrozenTowers, cached_base_embeddin
 from negkit.negatives import MCMCSampler, MinedSampler
 from negkit.report import plots
 from negkit.strategies import create_strategy, parse_strategy_entry, register_strategy
-from negkit.tasks.base import Column, StepResult, Strict, Task, Trainee, register_task
+from negkit.tasks.base import Column, StepResult, Strict, Task, Trainee, check_dataset_options, register_task
 
 #: canonical loss names (negkit.losses.get_loss) a retrieval strategy can train with
 LOSSES = ("info_nce", "symmetric_info_nce", "decoupled_softmax", "mw_auc")
@@ -270,6 +276,10 @@ class RetrievalTask(Task):
 
     @classmethod
     def check_config(cls, config: Any) -> None:
+        if config.dataset is not None:
+            check_dataset_options(
+                retrieval_loader(config.dataset), config.dataset_options, reserved=("seed", "unique_queries")
+            )
         if config.data is not None and config.data.embeddings is not None and config.retrieval.mode != "frozen":
             raise ValueError("data.embeddings: precomputed embeddings train frozen towers; set retrieval.mode = frozen")
 
@@ -282,7 +292,9 @@ class RetrievalTask(Task):
     def load(self) -> None:
         config, settings = self.config, self.config.retrieval
         if config.data is None:
-            self.data = load_retrieval_dataset(config.dataset, unique_queries=settings.unique_queries)
+            self.data = load_retrieval_dataset(
+                config.dataset, unique_queries=settings.unique_queries, **config.dataset_options
+            )
         else:
             from negkit.data.files import load_pairs_file
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -9,6 +10,19 @@ import torch
 from torch import Tensor
 
 from negkit.io import load_torch, save_torch
+
+
+class RunDirError(ValueError):
+    """A run folder (or a file in it) that cannot be used: one line naming the file and what to do."""
+
+
+def read_saved(path: Path, read: Callable[[Path], Any], remedy: str) -> Any:
+    """``read(path)`` of a file a run saved, or :class:`RunDirError` naming the file, why, and ``remedy``."""
+    try:
+        return read(path)
+    except Exception as error:  # any parse error of a torn, emptied or foreign file
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RunDirError(f"{path} is damaged ({reason[:120]}): {remedy}") from None
 
 
 class Stateful(Protocol):
@@ -40,13 +54,18 @@ def load_training_state(
     """Restore what :func:`save_training_state` wrote (tensors in place); ``([], 0)`` when there is no checkpoint."""
     if not path.exists():
         return [], 0
-    saved = load_torch(path)
-    for name, value in state.items():
-        if value is None:
-            continue
-        if isinstance(value, Tensor):
-            value.copy_(saved[name])
-        else:
-            value.load_state_dict(saved[name])
-    generator.set_state(saved["generator"])
-    return saved["history"], saved["epoch"]
+    remedy = "delete it to train that strategy from its start, or start the run over with --force"
+
+    def restore(path: Path) -> tuple[list[dict[str, Any]], int]:
+        saved = load_torch(path)
+        for name, value in state.items():
+            if value is None:
+                continue
+            if isinstance(value, Tensor):
+                value.copy_(saved[name])
+            else:
+                value.load_state_dict(saved[name])
+        generator.set_state(saved["generator"])
+        return saved["history"], saved["epoch"]
+
+    return read_saved(path, restore, remedy)

@@ -85,6 +85,8 @@ class RunConfig(Strict):
                 f"dataset: unknown dataset {self.dataset!r} of the {self.task} task; choose one of: "
                 f"{', '.join(task.datasets())}, or give your own files in a [data] section"
             )
+        if getattr(self, "data", None) is not None and self.dataset_options:
+            raise ValueError("dataset_options: options of a built-in dataset; a [data] section takes its own keys")
         task.check_config(self)
         if not self.strategies:
             raise ValueError("strategies: name at least one strategy")
@@ -146,8 +148,8 @@ def _format(error: ValidationError) -> str:
             owners = [name for name in list_tasks() if item["loc"][0] in get_task(name).sections]
             if len(item["loc"]) == 1 and owners:
                 message = f"unknown key (a section of the {' and '.join(owners)} task; set task = ...)"
-        lines.append(f"  {where}: {message}" if where else f"  {message}")
-    return "invalid configuration:\n" + "\n".join(lines)
+        lines.append(f"{where}: {message}" if where else message)
+    return "invalid configuration: " + "; ".join(lines)
 
 
 def build_config(data: dict[str, Any]) -> RunConfig:
@@ -181,12 +183,16 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config {path} is a folder; give a TOML file (e.g. configs/mnist5000.toml)")
         if not path.is_file():
             raise ConfigError(f"config file {path} not found")
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path} is not valid TOML: {error}") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"config file {path} cannot be read: {error}") from None
         data = resolve_data_paths(data, path.parent)
     for key, value in overrides.items():
         if value is None:

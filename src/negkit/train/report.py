@@ -13,6 +13,7 @@ from typing import Any
 
 from negkit.io import read_json, write_text
 from negkit.tasks import Column, get_task
+from negkit.train.checkpoint import read_saved
 
 
 def read_history(path: Path) -> list[dict[str, str]]:
@@ -47,7 +48,7 @@ def write_report(run_dir: str | Path) -> Path:
     root = Path(run_dir)
     if not (root / "metrics.json").exists():
         raise FileNotFoundError(f"{root / 'metrics.json'} not found: the run has not finished (resume it first)")
-    metrics = read_json(root / "metrics.json")
+    metrics = read_saved(root / "metrics.json", read_json, "resume the run (`negkit run --resume DIR`) to rewrite it")
     task = get_task(metrics.get("task", "contrastive"))
     setup, sections = task.report(root, metrics, read_history(root / "history.csv"))
     columns = task.summary_columns(metrics["config"])

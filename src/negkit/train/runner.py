@@ -26,15 +26,12 @@ from typing import Any
 from negkit.io import read_json, write_json, write_text
 from negkit.strategies import get_strategy, parse_strategy_entry
 from negkit.tasks import Task, get_task
+from negkit.train.checkpoint import RunDirError, read_saved
 from negkit.train.config import RunConfig, build_config
 from negkit.train.loop import EpochCallback, fit
 
 #: the first columns of history.csv; then every other scalar some epoch record has
 HISTORY_FIELDS = ("strategy", "epoch", "loss", "lr", "seconds")
-
-
-class RunDirError(ValueError):
-    """The output folder holds a run that this call must not overwrite."""
 
 
 @dataclass(frozen=True)
@@ -68,20 +65,26 @@ def prepare_run_dir(
 ) -> tuple[RunPaths, RunConfig]:
     """Create (or, with ``resume``, reopen) a run folder; refuse to overwrite a run unless ``force``."""
     paths = RunPaths(Path(out))
+    if paths.root.exists() and not paths.root.is_dir():
+        raise RunDirError(f"{paths.root} is a file, not a run folder; choose another --out")
     if resume:
         if not paths.config.exists():
             raise RunDirError(f"nothing to resume in {paths.root}: {paths.config.name} is missing")
-        return paths, build_config(read_json(paths.config))
+        remedy = "start the run over with `negkit run CONFIG --out DIR --force`"
+        return paths, build_config(read_saved(paths.config, read_json, remedy))
     if config is None:
         raise ValueError("config is required unless resume=True")
-    if paths.root.exists() and any(paths.root.iterdir()):
-        if not force:
-            state = "a finished run" if paths.metrics.exists() else "an unfinished run"
-            hint = "" if paths.metrics.exists() else f"; continue it with `negkit run --resume {paths.root}`"
-            raise RunDirError(f"{paths.root} holds {state}{hint}, or pass --force to overwrite it")
-        shutil.rmtree(paths.root)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    write_json(paths.config, config.model_dump(mode="json"))
+    try:
+        if paths.root.exists() and any(paths.root.iterdir()):
+            if not force:
+                state = "a finished run" if paths.metrics.exists() else "an unfinished run"
+                hint = "" if paths.metrics.exists() else f"; continue it with `negkit run --resume {paths.root}`"
+                raise RunDirError(f"{paths.root} holds {state}{hint}, or pass --force to overwrite it")
+            shutil.rmtree(paths.root)
+        paths.root.mkdir(parents=True, exist_ok=True)
+        write_json(paths.config, config.model_dump(mode="json"))
+    except OSError as error:
+        raise RunDirError(f"{paths.root} cannot be written: {error.strerror or error}") from None
     return paths, config
 
 
@@ -117,11 +120,18 @@ def run_strategies(
             if on_strategy_start is not None:
                 on_strategy_start(name, config.train.epochs)
             train_entry(name)
-        saved = read_json(paths.result(name))
+        remedy = f"delete it and checkpoints/{name}.pt to train {name} again"
+        saved = read_saved(paths.result(name), lambda path: _result(read_json(path)), remedy)
         strategies[name] = saved["metrics"]
         history.extend(saved["history"])
         write_history(paths, history)
     return strategies
+
+
+def _result(saved: Any) -> dict[str, Any]:
+    if not isinstance(saved, dict) or not {"metrics", "history"} <= set(saved):
+        raise ValueError("not a strategy result (needs metrics and history)")
+    return saved
 
 
 def train_one(task: Task, entry: str, paths: RunPaths, *, on_epoch_end: EpochCallback | None = None) -> dict[str, Any]:
@@ -153,7 +163,7 @@ def run_experiment(
     task.load()
     baselines_path = paths.root / "results" / "_baselines.json"
     if baselines_path.exists():
-        baselines = read_json(baselines_path)
+        baselines = read_saved(baselines_path, read_json, "delete it to measure the baselines again")
     else:
         baselines = task.baselines()
         write_json(baselines_path, baselines)
