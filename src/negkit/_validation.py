@@ -1,15 +1,25 @@
-"""Input checks shared by every public entry point.
+"""Input checks, the degenerate-batch policy and safe normalisation, shared by every public entry point.
 
 Every check raises ``ValueError`` with a message that names the offending argument, so that a bad call fails
 loudly instead of producing a NaN or a silent zero further down.
+
+**Malformed** input (wrong shapes, dtypes or devices, non-finite values, arguments out of range) is always an
+error. **Degenerate but legal** batches (empty, a single row, no positive pair, an anchor with no negative left
+after masking) are not: by default every loss gives such anchors a loss of 0, leaves them out of the mean, and
+counts them (:func:`count_skipped`, and ``.skipped_anchors`` on the modules); in *strict mode*
+(:func:`set_strict`, or the :func:`strict` context manager) they raise :class:`DegenerateBatchError` instead.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -125,3 +135,152 @@ def format_rows(rows: Tensor, limit: int = 10) -> str:
     shown = ", ".join(str(i) for i in idx[:limit])
     more = f", ... ({len(idx)} in all)" if len(idx) > limit else ""
     return f"[{shown}{more}]"
+
+
+def check_ids(name: str, ids: object, length: int | None = None) -> Tensor:
+    """Check a 1-D tensor of integer ids or indices (not float, complex or bool) of the given length."""
+    if not isinstance(ids, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of integer ids, got {type(ids).__name__}")
+    if ids.dim() != 1 or (length is not None and ids.shape[0] != length):
+        expected = f"[{length}]" if length is not None else "1-D"
+        raise ValueError(f"{name} must have shape {expected}, got {tuple(ids.shape)}")
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer ids, got dtype {ids.dtype}")
+    return ids
+
+
+def check_features(name: str, x: object, ndim: int | Sequence[int], *, finite: bool = True) -> Tensor:
+    """:func:`check_tensor` for embeddings: also at least one feature (last dimension >= 1)."""
+    x = check_tensor(name, x, ndim, finite=finite)
+    if x.shape[-1] < 1:
+        raise ValueError(f"{name} must have at least 1 feature (last dimension), got shape {tuple(x.shape)}")
+    return x
+
+
+def check_int(name: str, value: object, *, low: int, high: int | None = None) -> int:
+    """Return ``value`` as an ``int`` after checking ``low <= value [<= high]``; bools and floats are refused."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise ValueError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value.__index__())
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
+    return value
+
+
+# ------------------------------------------------------------------------------------ safe L2 normalisation
+
+#: Rows whose L2 norm is below this (or overflows) are normalised through their max-abs scale instead.
+_NORM_FLOOR = 1e-12
+
+
+def normalize_rows(x: Tensor, dim: int = -1) -> Tensor:
+    """``x / ‖x‖`` along ``dim``, scale-invariant: the same direction for ``x · 1e30`` and ``x · 1e-30``.
+
+    Rows whose norm is finite and at least ``1e-12`` are computed exactly as ``F.normalize(x, dim=dim)`` (same
+    value and gradient). A row whose squared norm overflows (``|x| ≳ 1e19`` in float32) or is too small for
+    ``F.normalize``'s ``eps`` is first divided by its largest absolute entry (a constant of the backward pass,
+    so the gradient is the exact ``(I − u uᵀ) / ‖x‖``). An all-zero row has no direction: it is returned as
+    zeros (its cosine similarity to anything is 0) and receives a zero gradient, never ``1/eps``.
+    """
+    norm = x.norm(p=2.0, dim=dim, keepdim=True)
+    bad = ~(norm >= _NORM_FLOOR) | torch.isinf(norm)
+    if not bool(bad.any()):
+        return F.normalize(x, dim=dim)
+    scale = x.detach().abs().amax(dim=dim, keepdim=True)
+    zero = scale == 0
+    scaled = x / torch.where(zero, torch.ones_like(scale), scale)
+    scaled_norm = scaled.norm(p=2.0, dim=dim, keepdim=True)
+    rescued = scaled / torch.where(zero, torch.ones_like(scaled_norm), scaled_norm)
+    plain_x = torch.where(bad, torch.ones_like(x), x)  # keep inf/0 norms out of the unused branch's backward
+    plain = F.normalize(plain_x, dim=dim)
+    out = torch.where(bad, rescued, plain)
+    return out.masked_fill(zero, 0.0)
+
+
+def check_logits_finite(logits: Tensor, *, similarity: str, temperature: float | Tensor, names: str) -> None:
+    """Raise ``ValueError`` if ``similarity / temperature`` overflowed the compute dtype."""
+    if bool(torch.isfinite(logits).all()):
+        return
+    value = float(temperature.detach()) if isinstance(temperature, Tensor) else float(temperature)
+    hint = "scale the inputs down or use similarity='cosine'" if similarity == "dot" else "raise temperature"
+    raise ValueError(
+        f"the logits similarity({names}) / temperature overflow {logits.dtype} (similarity={similarity!r}, "
+        f"temperature={value:g}); {hint}"
+    )
+
+
+# ----------------------------------------------------------------------------------- degenerate batches
+
+
+class DegenerateBatchError(ValueError):
+    """A legal but degenerate batch (empty, one row, no positive pair, no negative left) in strict mode."""
+
+
+_STRICT_DEFAULT = [False]
+_STRICT_OVERRIDE: contextvars.ContextVar[bool | None] = contextvars.ContextVar("negkit_strict", default=None)
+
+
+def set_strict(flag: bool = True) -> None:
+    """Process-wide: degenerate batches raise :class:`DegenerateBatchError` (``True``) or give a loss of 0
+    (``False``, the default). A :func:`strict` block overrides it."""
+    _STRICT_DEFAULT[0] = bool(flag)
+
+
+def is_strict() -> bool:
+    """Whether degenerate batches raise here (the innermost :func:`strict` block, else :func:`set_strict`)."""
+    override = _STRICT_OVERRIDE.get()
+    return _STRICT_DEFAULT[0] if override is None else override
+
+
+@contextlib.contextmanager
+def strict(flag: bool = True) -> Iterator[None]:
+    """``with strict():`` degenerate batches raise inside the block (``strict(False)``: they give 0)."""
+    token = _STRICT_OVERRIDE.set(bool(flag))
+    try:
+        yield
+    finally:
+        _STRICT_OVERRIDE.reset(token)
+
+
+@dataclass
+class SkipCounter:
+    """Anchors skipped by the losses called inside a :func:`count_skipped` block.
+
+    Attributes:
+        anchors: anchors that contributed nothing (loss 0, left out of the mean): no positive, or no negative
+            left after masking. Two-view losses count each view as an anchor, symmetric InfoNCE each direction.
+        calls: loss calls recorded.
+    """
+
+    anchors: int = 0
+    calls: int = 0
+
+
+_COUNTERS: contextvars.ContextVar[tuple[SkipCounter, ...]] = contextvars.ContextVar("negkit_skips", default=())
+
+
+@contextlib.contextmanager
+def count_skipped() -> Iterator[SkipCounter]:
+    """``with count_skipped() as skipped: loss = info_nce(...)`` — then ``skipped.anchors`` is the number of
+    anchors the losses in the block skipped (blocks nest; each counts every call inside it)."""
+    counter = SkipCounter()
+    token = _COUNTERS.set((*_COUNTERS.get(), counter))
+    try:
+        yield counter
+    finally:
+        _COUNTERS.reset(token)
+
+
+def record_skipped(count: int) -> None:
+    """Add ``count`` skipped anchors (of one loss call) to every active :func:`count_skipped` block."""
+    for counter in _COUNTERS.get():
+        counter.anchors += int(count)
+        counter.calls += 1
+
+
+def degenerate(message: str) -> None:
+    """Raise :class:`DegenerateBatchError` with ``message`` in strict mode; do nothing otherwise."""
+    if is_strict():
+        raise DegenerateBatchError(message)

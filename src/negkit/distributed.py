@@ -23,8 +23,8 @@ from torch import Tensor
 from torch.autograd import Function
 
 from negkit._validation import check_positive_scalar, check_reduction, check_tensor
-from negkit.losses.functional.candidates import indexed_info_nce
-from negkit.losses.functional.core import reduce_loss
+from negkit.losses.functional.candidates import indexed_rows
+from negkit.losses.functional.core import average_kept, reduce_loss, skip_anchors
 from negkit.negatives.pools import Queue
 
 
@@ -90,7 +90,8 @@ def global_info_nce(
     with the anchor's label when ``labels [b]`` is given); with ``symmetric`` the positives also act as anchors
     against the global batch of anchors. Each direction is :func:`negkit.losses.indexed_info_nce` of the local
     rows against the gathered ones, the positive at column ``offset + i``. With one process it equals
-    ``info_nce(anchor, positive, labels=labels, symmetric=symmetric)``.
+    ``info_nce(anchor, positive, labels=labels, symmetric=symmetric)``, degenerate batches included (an anchor
+    with no negative left in the global batch is skipped; in strict mode an error).
     """
     check_positive_scalar("temperature", temperature)
     check_reduction(reduction)
@@ -98,25 +99,28 @@ def global_info_nce(
     check_tensor("positive", positive, 2)
     if anchor.shape != positive.shape:
         raise ValueError(f"positive must have the shape of anchor {tuple(anchor.shape)}, got {tuple(positive.shape)}")
-    losses = _local_against_global(anchor, gather_batch(positive, labels), labels, temperature)
+    losses, skipped = _local_against_global(anchor, gather_batch(positive, labels), labels, temperature)
     if symmetric:
-        losses = 0.5 * (losses + _local_against_global(positive, gather_batch(anchor, labels), labels, temperature))
-    return reduce_loss(losses, reduction)
+        backward, backward_skipped = _local_against_global(positive, gather_batch(anchor, labels), labels, temperature)
+        losses, skipped = average_kept(losses, backward, skipped, backward_skipped)
+    return reduce_loss(losses, reduction, skipped=skipped)
 
 
-def _local_against_global(anchor: Tensor, candidates: GlobalBatch, labels: Tensor | None, temperature: float) -> Tensor:
-    """``[b]`` per-anchor InfoNCE of the local ``anchor`` rows against the gathered candidates."""
+def _local_against_global(
+    anchor: Tensor, candidates: GlobalBatch, labels: Tensor | None, temperature: float
+) -> tuple[Tensor, Tensor | None]:
+    """``[b]`` per-anchor InfoNCE of the local ``anchor`` rows against the gathered candidates, and the anchors
+    skipped (degenerate-batch policy applied)."""
     own = candidates.offset + torch.arange(anchor.shape[0], device=anchor.device)
-    return indexed_info_nce(
+    loss, _, no_negative = indexed_rows(
         anchor,
         candidates.embeddings,
         own,
         temperature=temperature,
         anchor_labels=labels,
         candidate_labels=candidates.labels,
-        reduction="none",
-        context="in the global batch",
     )
+    return loss, skip_anchors(anchor.shape[0], no_negative=no_negative, context="in the global batch", empty="anchor")
 
 
 @torch.no_grad()

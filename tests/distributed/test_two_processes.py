@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from negkit.distributed import enqueue_global, gather, gather_batch, global_info_nce
-from negkit.losses import info_nce
+from negkit.losses import count_skipped, info_nce, strict
 from negkit.negatives import Queue
 
 STEPS, WORLD, LOCAL = 3, 2, 4
@@ -77,10 +77,15 @@ def test_two_ranks_match_single_process_training(tmp_path, symmetric):
     assert not os.environ.get("RANK")  # the test process itself stayed single-process
 
 
-def test_single_process_equals_info_nce_and_rejects_anchors_without_negatives():
+def test_single_process_equals_info_nce_and_skips_anchors_without_negatives():
     a, p = torch.randn(6, 4), torch.randn(6, 4)
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     torch.testing.assert_close(global_info_nce(a, p, labels=labels), info_nce(a, p, labels=labels))
-    with pytest.raises(ValueError, match=r"anchors \[0, 1, 2, 3, 4, 5\] have no negative"):
-        global_info_nce(a, p, labels=torch.zeros(6, dtype=torch.long))
+    same = torch.zeros(6, dtype=torch.long)
+    with count_skipped() as skipped:
+        assert global_info_nce(a, p, labels=same, symmetric=True).item() == 0.0
+    assert skipped.anchors == 12
+    torch.testing.assert_close(global_info_nce(a[:1], p[:1]), info_nce(a[:1], p[:1]))
+    with strict(), pytest.raises(ValueError, match=r"anchors \[0, 1, 2, 3, 4, 5\] have no negative"):
+        global_info_nce(a, p, labels=same)
     assert gather(a) is a and gather_batch(a).offset == 0

@@ -7,7 +7,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from negkit.losses.functional.core import masked_logsumexp, nce_rows, positive_nll, reduce_loss
+from negkit.losses import DegenerateBatchError, count_skipped, strict
+from negkit.losses.functional.core import masked_logsumexp, nce_rows, positive_nll, reduce_loss, skip_anchors
 from tests.losses.helpers import randn
 
 
@@ -39,16 +40,29 @@ def test_stable_at_extreme_logits():
     assert positive_nll(torch.tensor(-1e4), torch.tensor(1e4)).item() == pytest.approx(2e4)
 
 
-def test_nce_rows_names_the_anchors_without_negatives():
+def test_nce_rows_reports_the_anchors_without_negatives():
     logits = randn(0, 4, 3)
     mask = torch.ones(4, 3, dtype=torch.bool)
     mask[[1, 3]] = False
-    with pytest.raises(ValueError, match=r"anchors \[1, 3\] have no negative left after masking \(because\)"):
-        nce_rows(logits[:, :1], logits, negative_mask=mask, context="because")
-    # An anchor without any positive may lack negatives: it is left out instead.
+    rows = nce_rows(logits[:, :1], logits, negative_mask=mask)
+    assert rows.no_negative.tolist() == [False, True, False, True]
+    # strict mode: the policy names them (with the context)
+    with (
+        strict(),
+        pytest.raises(DegenerateBatchError, match=r"anchors \[1, 3\] have no negative left after masking \(because\)"),
+    ):
+        skip_anchors(4, no_negative=rows.no_negative, context="because")
+    # default: they are skipped, counted, and left out of the reduction
+    with count_skipped() as skipped:
+        dropped = skip_anchors(4, no_negative=rows.no_negative, context="because")
+    assert skipped.anchors == 2 and dropped.tolist() == [False, True, False, True]
+    expected = rows.loss[[0, 2]].mean()
+    torch.testing.assert_close(reduce_loss(rows.loss, "mean", skipped=dropped), expected)
+    # An anchor without any positive may lack negatives: it is left out instead, and is not "no negative".
     positive_mask = torch.tensor([[True], [False], [True], [False]])
     rows = nce_rows(logits[:, :1], logits, positive_mask=positive_mask, negative_mask=mask)
     assert rows.num_positives.tolist() == [1, 0, 1, 0] and rows.loss[1] == 0
+    assert not rows.no_negative.any()
 
 
 def test_reduce_loss():
@@ -58,5 +72,14 @@ def test_reduce_loss():
     assert reduce_loss(loss, "mean", weights).item() == pytest.approx((1 + 12) / 4)
     assert reduce_loss(loss, "sum", weights).item() == pytest.approx(5.0)
     assert reduce_loss(loss, "none", weights).tolist() == [1.0, 0.0, 4.0]
+    skipped = torch.tensor([False, False, True])
+    assert reduce_loss(loss, "mean", weights, skipped=skipped).item() == pytest.approx(1.0)
+    assert reduce_loss(loss, "none", skipped=skipped).tolist() == [1.0, 2.0, 0.0]
+    # every anchor skipped (or none at all): 0, still connected to the graph
+    x = loss.clone().requires_grad_(True)
+    for out in (reduce_loss(x, "mean", skipped=torch.ones(3, dtype=torch.bool)), reduce_loss(x[:0], "mean")):
+        assert out.item() == 0.0 and out.requires_grad
+        (grad,) = torch.autograd.grad(out, x)
+        assert (grad == 0).all()
     with pytest.raises(ValueError, match="reduction must be one of"):
         reduce_loss(loss, "avg")

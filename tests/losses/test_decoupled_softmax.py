@@ -3,7 +3,7 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from negkit.losses import DecoupledSoftmax, decoupled_softmax, info_nce
+from negkit.losses import DecoupledSoftmax, DegenerateBatchError, count_skipped, decoupled_softmax, info_nce, strict
 from tests.losses import reference as ref
 from tests.losses.helpers import grads, randn
 
@@ -60,7 +60,13 @@ def test_bool_relevance_gradcheck_and_module():
     assert decoupled_softmax(q, items, relevance, reduction="none")[2] == 0
 
 
-def test_all_relevant_row_is_an_error():
-    q, items = randn(0, 2, 3), randn(1, 3, 3)
-    with pytest.raises(ValueError, match=r"anchors \[1\] have no negative"):
-        decoupled_softmax(q, items, torch.tensor([[1.0, 0, 0], [1, 1, 1]]))
+def test_all_relevant_row_is_skipped_or_an_error_in_strict_mode():
+    q, items = randn(0, 2, 3, requires_grad=True), randn(1, 3, 3)
+    relevance = torch.tensor([[1.0, 0, 0], [1, 1, 1]])
+    with count_skipped() as skipped:
+        loss = decoupled_softmax(q, items, relevance, reduction="none")
+    assert skipped.anchors == 1 and loss[1] == 0
+    torch.testing.assert_close(loss[0], decoupled_softmax(q[:1], items, relevance[:1]))
+    torch.testing.assert_close(decoupled_softmax(q, items, relevance), loss[0])
+    with strict(), pytest.raises(DegenerateBatchError, match=r"anchors \[1\] have no negative"):
+        decoupled_softmax(q, items, relevance)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from negkit.losses import EMC2Loss, emc2
+from negkit.losses import DegenerateBatchError, EMC2Loss, count_skipped, emc2, strict
 from tests.losses import reference as ref
 from tests.losses.helpers import grads, randn
 
@@ -86,13 +86,23 @@ def seeded(seed):
         (lambda a, p, n: emc2(a, p, n, temperature=0.0), "temperature must be a finite number > 0"),
         (lambda a, p, n: emc2(a, p, n, similarity="l2"), "similarity"),
         (lambda a, p, n: emc2(a, p, n, negative_mask=torch.ones(4, 3)), r"negative_mask must have shape \[4, 2\]"),
-        (
-            lambda a, p, n: emc2(a, p, n, negative_mask=torch.tensor([[1, 1], [0, 0], [1, 0], [0, 0]])),
-            r"anchors \[1, 3\] have no negative",
-        ),
         (lambda a, p, n: emc2(a, p, n.float()), "dtype"),
     ],
 )
 def test_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call(randn(0, 4, 3), randn(1, 4, 3), randn(2, 4, 2, 3))
+
+
+def test_anchor_without_negative_is_skipped_or_an_error_in_strict_mode():
+    a, p, n = randn(0, 4, 3, requires_grad=True), randn(1, 4, 3), randn(2, 4, 2, 3)
+    mask = torch.tensor([[1, 1], [0, 0], [1, 0], [0, 0]])
+    with count_skipped() as skipped:
+        per_anchor = emc2(a, p, n, negative_mask=mask, reduction="none")
+    assert skipped.anchors == 2 and per_anchor[[1, 3]].tolist() == [0.0, 0.0]
+    kept = [0, 2]
+    torch.testing.assert_close(
+        emc2(a, p, n, negative_mask=mask), emc2(a[kept], p[kept], n[kept], negative_mask=mask[kept])
+    )
+    with strict(), pytest.raises(DegenerateBatchError, match=r"anchors \[1, 3\] have no negative"):
+        emc2(a, p, n, negative_mask=mask)

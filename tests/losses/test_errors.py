@@ -9,16 +9,21 @@ from negkit._validation import check_compatible
 from negkit.losses import (
     DCL,
     DecoupledSoftmax,
+    DegenerateBatchError,
     HardNCE,
     InfoNCE,
     MannWhitneyLoss,
     SupCon,
+    count_skipped,
     create_loss,
     dcl,
     decoupled_softmax,
     hard_nce,
     info_nce,
+    is_strict,
     mw_auc,
+    set_strict,
+    strict,
     sup_con,
 )
 from tests.losses.helpers import randn
@@ -51,11 +56,6 @@ CASES = {
         "symmetric=True needs in_batch_negatives=True",
     ),
     "no negatives": (lambda: info_nce(a, p, in_batch_negatives=False), "no negatives"),
-    "single pair": (lambda: info_nce(a[:1], p[:1]), r"anchors \[0\] have no negative"),
-    "labels mask all": (
-        lambda: info_nce(a, p, labels=torch.tensor([2, 2, 2, 2])),
-        r"anchors \[0, 1, 2, 3\] have no negative left after masking \(labels removed every in-batch candidate\)",
-    ),
     "dtype mismatch": (lambda: info_nce(a, p.float()), "positive has dtype torch.float32 but anchor"),
     "weights without negatives": (lambda: info_nce(a, p, negative_log_weights=torch.zeros(2)), "negatives is None"),
     "weights shape": (
@@ -66,23 +66,17 @@ CASES = {
         lambda: info_nce(a, p, randn(2, 2, 3), negative_log_weights=torch.tensor([0.0, math.nan])),
         "negative_log_weights contains 1 non-finite",
     ),
-    "supcon no positive": (lambda: sup_con(a, torch.arange(4)), "no anchor has a positive"),
     "supcon labels": (lambda: sup_con(a, torch.zeros(5, dtype=torch.long)), r"labels must have shape \[4\]"),
     "supcon 3-D": (lambda: sup_con(a.unsqueeze(0), torch.zeros(1)), "embeddings must be 2-D"),
-    "dcl one sample": (lambda: dcl(a[:1], p[:1]), r"anchors \[0, 1\] have no negative"),
     "dcl shapes": (lambda: dcl(a, p[:, :2]), "z2 must have the shape of z1"),
     "dcl sigma": (lambda: dcl(a, p, sigma=0.0), "sigma must be a finite number > 0"),
     "hard beta": (lambda: hard_nce(a, p, beta=-1.0), "beta must be >= 0"),
     "hard tau_plus": (lambda: hard_nce(a, p, tau_plus=1.0), "tau_plus must be < 1"),
     "hard tau_plus labels": (lambda: hard_nce(a, p, torch.arange(4), tau_plus=0.1), "with labels .* tau_plus=0"),
-    "hard one sample": (lambda: hard_nce(a[:1], p[:1]), "have no negative"),
     "hard labels": (lambda: hard_nce(a, p, torch.arange(2)), r"labels must have shape \[4\]"),
-    "dexml no relevant": (lambda: decoupled_softmax(a, p, torch.zeros(4, 4)), "no query has a relevant item"),
     "dexml values": (lambda: decoupled_softmax(a, p, torch.full((4, 4), 0.5)), "only 0 and 1"),
     "dexml shape": (lambda: decoupled_softmax(a, p, torch.eye(3)), r"relevance must have shape \[4, 4\]"),
     "dexml features": (lambda: decoupled_softmax(a, p[:, :2], torch.eye(4)), "items must have 3 features"),
-    "mw all relevant": (lambda: mw_auc(randn(3, 2, 3), torch.tensor([[1, 0, 0], [1, 1, 1]])), r"anchors \[1\]"),
-    "mw no relevant": (lambda: mw_auc(randn(3, 2, 3), torch.zeros(2, 3)), "no query has a relevant item"),
     "mw 1-D": (lambda: mw_auc(randn(3, 3), torch.zeros(3)), "scores must be 2-D"),
     "module temperature": (lambda: InfoNCE(temperature=0), "temperature must be a finite number > 0"),
     "module supcon temperature": (lambda: SupCon(temperature=-1), "temperature"),
@@ -103,3 +97,58 @@ def test_bad_input_raises_a_clear_value_error(case):
     call, message = CASES[case]
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# Degenerate but legal batches: 0 with a zero, connected gradient by default; DegenerateBatchError in strict mode.
+# Each call takes (anchor, positive) requiring gradients; the count is the anchors it skips.
+def _scores(x, y):
+    return x @ y.T
+
+
+DEGENERATE = {
+    "single pair": (lambda x, y: info_nce(x[:1], y[:1]), r"anchors \[0\] have no negative", 1),
+    "labels mask all": (
+        lambda x, y: info_nce(x, y, labels=torch.tensor([2, 2, 2, 2])),
+        r"anchors \[0, 1, 2, 3\] have no negative left after masking \(labels removed every in-batch candidate\)",
+        4,
+    ),
+    "empty batch": (lambda x, y: info_nce(x[:0], y[:0]), r"anchor is empty \(0 rows\)", 0),
+    "supcon no positive": (lambda x, y: sup_con(x, torch.arange(4)), "no anchor has a positive", 4),
+    "dcl one sample": (lambda x, y: dcl(x[:1], y[:1]), r"anchors \[0, 1\] have no negative", 2),
+    "hard one sample": (lambda x, y: hard_nce(x[:1], y[:1]), "have no negative", 2),
+    "dexml no relevant": (
+        lambda x, y: decoupled_softmax(x, y, torch.zeros(4, 4)),
+        "no query has a relevant item",
+        4,
+    ),
+    "mw all relevant": (
+        lambda x, y: mw_auc(_scores(x[:2], y[:3]), torch.tensor([[1, 1, 1], [1, 1, 1]])),
+        r"anchors \[0, 1\]",
+        2,
+    ),
+    "mw no relevant": (lambda x, y: mw_auc(_scores(x[:2], y[:3]), torch.zeros(2, 3)), "no query has a relevant", 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEGENERATE))
+def test_degenerate_batch_is_zero_by_default_and_an_error_in_strict_mode(case):
+    call, message, count = DEGENERATE[case]
+    x, y = randn(0, 4, 3, requires_grad=True), randn(1, 4, 3, requires_grad=True)
+    with count_skipped() as skipped:
+        loss = call(x, y)
+    assert loss.item() == 0.0 and loss.requires_grad and skipped.anchors == count
+    gx, gy = torch.autograd.grad(loss, (x, y), allow_unused=True)
+    for g in (gx, gy):
+        assert g is None or (g == 0).all()
+    assert gx is not None
+    with strict(), pytest.raises(DegenerateBatchError, match=message):
+        call(x, y)
+    set_strict(True)
+    try:
+        with pytest.raises(ValueError, match=message):
+            call(x, y)
+        with strict(False):  # a block overrides the process-wide switch
+            assert call(x, y).item() == 0.0
+    finally:
+        set_strict(False)
+    assert not is_strict()

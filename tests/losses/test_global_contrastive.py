@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from negkit.losses import GlobalContrastiveLoss, dcl
+from negkit.losses import DegenerateBatchError, GlobalContrastiveLoss, dcl, strict
 from tests.losses.helpers import randn
 
 
@@ -85,8 +85,21 @@ def test_cosine_gamma_schedule_and_errors():
         (lambda: GlobalContrastiveLoss(5, gamma_schedule="step"), "gamma_schedule"),
         (lambda: loss(z, z, torch.tensor([0, 1, 5])), r"index must lie in \[0, 5\)"),
         (lambda: loss(z, z, torch.tensor([0, 1, 1])), "index holds a sample twice"),
-        (lambda: loss(z, z, torch.tensor([0.0, 1, 2])), "integer tensor"),
-        (lambda: loss(z[:1], z[:1], torch.tensor([0])), "batch of one sample"),
+        (lambda: loss(z, z, torch.tensor([0.0, 1, 2])), "index must hold integer ids"),
     ]:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+@pytest.mark.parametrize("batch", [0, 1])
+def test_a_batch_without_negatives_is_zero_and_leaves_the_estimates(batch):
+    loss = GlobalContrastiveLoss(5)
+    z1, z2 = randn(0, batch, 4, requires_grad=True), randn(1, batch, 4, requires_grad=True)
+    index = torch.arange(batch)
+    before = loss.log_u.clone()
+    value = loss(z1, z2, index)
+    assert value.item() == 0.0 and value.requires_grad and loss.skipped_anchors == 2 * batch
+    value.backward()
+    assert (z1.grad == 0).all() and torch.equal(loss.log_u, before) and loss.last_global_loss is None
+    with strict(), pytest.raises(DegenerateBatchError, match="has no negative"):
+        loss(z1, z2, index)

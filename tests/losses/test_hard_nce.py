@@ -3,7 +3,7 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from negkit.losses import HardNCE, hard_nce, info_nce
+from negkit.losses import DegenerateBatchError, HardNCE, count_skipped, hard_nce, info_nce, strict
 from tests.losses import reference as ref
 from tests.losses.helpers import grads, randint, randn
 
@@ -107,10 +107,16 @@ def test_not_the_cross_view_info_nce():
 
 
 @pytest.mark.parametrize("beta", [0.0, 1.0])
-def test_all_labels_equal_is_an_error(beta):
-    z1, z2 = randn(0, 4, 3), randn(1, 4, 3)
-    with pytest.raises(ValueError, match=r"anchors \[0, 1, 2, 3, 4, 5, 6, 7\] have no negative"):
-        hard_nce(z1, z2, torch.zeros(4, dtype=torch.long), beta=beta)
+def test_all_labels_equal_is_zero_or_an_error_in_strict_mode(beta):
+    z1, z2 = randn(0, 4, 3, requires_grad=True), randn(1, 4, 3)
+    labels = torch.zeros(4, dtype=torch.long)
+    with count_skipped() as skipped:
+        loss = hard_nce(z1, z2, labels, beta=beta)
+    assert loss.item() == 0.0 and skipped.anchors == 8
+    (grad,) = torch.autograd.grad(loss, z1)
+    assert (grad == 0).all()
+    with strict(), pytest.raises(DegenerateBatchError, match=r"anchors \[0, 1, 2, 3, 4, 5, 6, 7\] have no negative"):
+        hard_nce(z1, z2, labels, beta=beta)
 
 
 def test_view_positives_use_only_the_other_view_against_other_class_negatives():

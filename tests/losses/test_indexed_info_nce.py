@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from negkit.distributed import global_info_nce
-from negkit.losses import indexed_info_nce, info_nce
+from negkit.losses import DegenerateBatchError, count_skipped, indexed_info_nce, info_nce, strict
 from tests.losses import reference as ref
 from tests.losses.helpers import grads, randint, randn
 
@@ -55,13 +55,9 @@ def test_its_own_positives_as_candidates_is_info_nce_and_one_process_is_global_i
     ("kwargs", "message"),
     [
         ({"positive_index": torch.tensor([0, 1, 9])}, r"positive_index must lie in \[0, 5\)"),
-        ({"positive_index": torch.tensor([0.0, 1.0, 2.0])}, "1-D integer tensor"),
+        ({"positive_index": torch.tensor([0.0, 1.0, 2.0])}, "positive_index must hold integer ids"),
         ({"positive_index": torch.tensor([0, 1])}, r"positive_index must have shape \[3\]"),
         ({"anchor_labels": torch.tensor([0, 1, 2])}, "give both anchor_labels and candidate_labels"),
-        (
-            {"anchor_labels": torch.zeros(3, dtype=torch.long), "candidate_labels": torch.zeros(5, dtype=torch.long)},
-            r"anchors \[0, 1, 2\] have no negative left after masking \(in a test\)",
-        ),
         ({"candidates": randn(6, 5, 2)}, "candidates must have 4 features"),
         ({"temperature": -1.0}, "temperature must be a finite number > 0"),
     ],
@@ -73,3 +69,18 @@ def test_errors(kwargs, message):
         indexed_info_nce(
             args.pop("anchor"), args.pop("candidates"), args.pop("positive_index"), context="in a test", **args
         )
+
+
+def test_anchors_without_negatives_are_skipped_or_an_error_in_strict_mode():
+    a, c = randn(0, 3, 4, requires_grad=True), randn(1, 5, 4)
+    labels = {"anchor_labels": torch.zeros(3, dtype=torch.long), "candidate_labels": torch.zeros(5, dtype=torch.long)}
+    with count_skipped() as skipped:
+        loss = indexed_info_nce(a, c, torch.tensor([0, 1, 2]), **labels)
+    assert loss.item() == 0.0 and skipped.anchors == 3
+    with (
+        strict(),
+        pytest.raises(
+            DegenerateBatchError, match=r"anchors \[0, 1, 2\] have no negative left after masking \(in a test\)"
+        ),
+    ):
+        indexed_info_nce(a, c, torch.tensor([0, 1, 2]), context="in a test", **labels)

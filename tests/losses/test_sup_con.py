@@ -3,7 +3,7 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from negkit.losses import SupCon, hard_nce, sup_con
+from negkit.losses import DegenerateBatchError, SupCon, hard_nce, strict, sup_con
 from tests.losses import reference as ref
 from tests.losses.helpers import grads, randint, randn
 
@@ -71,5 +71,9 @@ def test_gradcheck():
 def test_module():
     x, labels = randn(0, 6, 3), torch.tensor([0, 1, 0, 1, 2, 2])
     torch.testing.assert_close(SupCon(0.2)(x, labels), sup_con(x, labels, temperature=0.2))
-    with pytest.raises(ValueError, match="no anchor has a positive"):
-        SupCon()(x, torch.arange(6))
+    module = SupCon()
+    assert module(x, labels).item() > 0 and module.skipped_anchors == 0
+    assert module(x, torch.tensor([0, 1, 0, 3, 4, 5])).item() > 0 and module.skipped_anchors == 4
+    assert module(x, torch.arange(6)).item() == 0.0 and module.skipped_anchors == 6
+    with strict(), pytest.raises(DegenerateBatchError, match="no anchor has a positive"):
+        module(x, torch.arange(6))

@@ -6,7 +6,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import negkit.losses.functional.nce as nce
-from negkit.losses import info_nce
+from negkit.losses import info_nce, strict
 from negkit.losses.functional.tiled import tiled_logsumexp
 from tests.losses.helpers import randint, randn
 
@@ -84,7 +84,8 @@ def test_automatic_tiling_above_the_threshold_and_errors(monkeypatch):
     assert calls and calls[0]["chunk_size"] == nce.AUTO_CHUNK
     with pytest.raises(ValueError, match="chunk_size must be >= 1"):
         info_nce(a, p, chunk_size=0)
-    with pytest.raises(ValueError, match=r"anchors \[0, 1, 2, 3, 4, 5\] have no negative left after masking"):
+    assert info_nce(a, p, labels=torch.zeros(6, dtype=torch.long), chunk_size=2).item() == 0.0
+    with strict(), pytest.raises(ValueError, match=r"anchors \[0, 1, 2, 3, 4, 5\] have no negative left after masking"):
         info_nce(a, p, labels=torch.zeros(6, dtype=torch.long), chunk_size=2)
 
 
@@ -112,5 +113,8 @@ def test_tiled_sup_con_equals_plain(N, classes, chunk, seed):
     torch.testing.assert_close(
         torch.autograd.grad((tiled * upstream).sum(), x)[0], torch.autograd.grad((plain * upstream).sum(), x)[0]
     )
-    with pytest.raises(ValueError, match="no anchor has a positive"):
+    degenerate = sup_con(x, torch.arange(N), chunk_size=chunk)
+    assert degenerate.item() == 0.0
+    assert (torch.autograd.grad(degenerate, x)[0] == 0).all()
+    with strict(), pytest.raises(ValueError, match="no anchor has a positive"):
         sup_con(x, torch.arange(N), chunk_size=chunk)

@@ -19,8 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from negkit._optional import require
-from negkit._validation import check_positive_scalar, check_similarity, check_tensor
+from negkit._validation import check_similarity, check_tensor, count_skipped
 from negkit.losses.functional import similarity_logits
+from negkit.losses.modules import module_temperature
 from negkit.losses.registry import LossSpec, get_loss, list_losses
 
 if TYPE_CHECKING:
@@ -111,6 +112,12 @@ class NegkitLoss(nn.Module):
     (in the symmetric direction: the anchors ``a_j`` of the same label). Hard negatives carry no label and are
     never masked.
 
+    Degenerate batches: a batch of one row (a trailing batch, ``NO_DUPLICATES`` evaluation batches), or labels that
+    leave an anchor no negative, give those anchors a loss of 0 (left out of the mean) and, if none is left, a loss
+    of 0 with a zero gradient — as ``MultipleNegativesRankingLoss`` does — so ``trainer.train()`` goes on.
+    :attr:`skipped_anchors` counts the anchors the last call skipped. ``negkit.losses.set_strict(True)`` (or
+    ``with negkit.losses.strict(): trainer.train()``) makes them raise instead.
+
     Duplicates: a text that occurs twice in a batch (the same answer to two queries) is a false negative for
     in-batch losses. This adapter does not look for duplicates; build duplicate-free batches upstream
     (:func:`negkit.data.text.duplicate_free_batches`, or sentence-transformers' ``BatchSamplers.NO_DUPLICATES``).
@@ -122,7 +129,8 @@ class NegkitLoss(nn.Module):
         temperature: T > 0; sentence-transformers' ``scale`` is ``1 / temperature`` (``scale=20`` ↔ ``0.05``,
             ``MultipleNegativesRankingLoss``'s default: pass ``temperature=0.05`` for parity). ``None``: the named
             loss's registry default (``info_nce`` 0.1, ``decoupled_softmax`` 0.05); for ``mw_auc`` and callables,
-            which have no temperature of their own here, ``info_nce``'s.
+            which have no temperature of their own here, ``info_nce``'s. A learnable temperature (an
+            ``nn.Parameter``, or a tensor with ``requires_grad``) is kept as given and receives a gradient.
         symmetric: also average in the positive → anchors direction (see above). ``None``: the named loss's
             registry default (``True`` for ``symmetric_info_nce``, else ``False``).
         use_labels: use the trainer's labels to mask same-label in-batch candidates (the InfoNCE forms or a
@@ -137,7 +145,7 @@ class NegkitLoss(nn.Module):
             does not take (or one the adapter sets itself), ``reduction="none"``, ``use_labels`` with a loss
             that has no labels, ``symmetric`` with ``in_batch_negatives=False``; in ``forward``: fewer than two
             columns, columns of different shapes, ``use_labels=True`` without labels, or any error of the
-            negkit loss (bad labels, an anchor left without negatives, ...).
+            negkit loss (bad labels, shapes, non-finite embeddings, ...; degenerate batches in strict mode).
     """
 
     def __init__(
@@ -152,6 +160,7 @@ class NegkitLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.model = model
+        self.skipped_anchors = 0
         self.use_labels = bool(use_labels)
         self._spec: LossSpec | None = None
         self._loss_fn: Callable[..., Tensor] | None = None
@@ -169,7 +178,7 @@ class NegkitLoss(nn.Module):
         if temperature is None:
             temperature = defaults.get("temperature", get_loss("info_nce").defaults["temperature"])
         try:
-            self.temperature = check_positive_scalar("temperature", temperature)
+            self.temperature = module_temperature(temperature)
         except (TypeError, ValueError):
             raise ValueError(
                 f"NegkitLoss: temperature must be a finite number > 0 (sentence-transformers' scale = "
@@ -191,7 +200,7 @@ class NegkitLoss(nn.Module):
     @property
     def scale(self) -> float:
         """sentence-transformers' ``scale``, ``1 / temperature``."""
-        return 1.0 / self.temperature
+        return 1.0 / float(self.temperature)
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         """Embed the columns with ``self.model`` and return the scalar loss.
@@ -207,7 +216,14 @@ class NegkitLoss(nn.Module):
 
     def compute_loss_from_embeddings(self, embeddings: Sequence[Tensor], labels: Tensor | None = None) -> Tensor:
         """The loss from already embedded columns: ``embeddings[0]`` anchors ``[B,d]``, ``[1]`` positives
-        ``[B,d]``, ``[2:]`` ``K`` hard-negative columns ``[B,d]`` each (stacked to ``[B,K,d]``)."""
+        ``[B,d]``, ``[2:]`` ``K`` hard-negative columns ``[B,d]`` each (stacked to ``[B,K,d]``). Sets
+        :attr:`skipped_anchors`."""
+        with count_skipped() as skipped:
+            loss = self._loss_from_embeddings(embeddings, labels)
+        self.skipped_anchors = skipped.anchors
+        return loss
+
+    def _loss_from_embeddings(self, embeddings: Sequence[Tensor], labels: Tensor | None) -> Tensor:
         _check_columns(len(embeddings))
         anchor, positive, *negative_columns = embeddings
         for index, column in enumerate(embeddings):
@@ -273,7 +289,7 @@ class NegkitLoss(nn.Module):
         """The hyper-parameters, for the model card."""
         return {
             "loss": self.loss_name,
-            "temperature": self.temperature,
+            "temperature": float(self.temperature),
             "symmetric": self.symmetric,
             "use_labels": self.use_labels,
             **self.loss_kwargs,

@@ -2,8 +2,14 @@
 
 All are configurations of one log-sum-exp core (:mod:`negkit.losses.functional.core`). Every loss name, with
 its defaults, is in :mod:`negkit.losses.registry` (``create_loss("hucl")``, ``get_loss("simclr")``).
+
+Degenerate batches (empty, one row, no positive pair, no negative left) give a loss of 0 with a zero gradient
+by default, and count their skipped anchors (:func:`count_skipped`, ``module.skipped_anchors``);
+:func:`set_strict` / ``with strict():`` make them raise :class:`DegenerateBatchError` instead (the same switch
+governs the samplers of :mod:`negkit.negatives` and the sentence-transformers adapter).
 """
 
+from negkit._validation import DegenerateBatchError, SkipCounter, count_skipped, is_strict, set_strict, strict
 from negkit.losses import functional
 from negkit.losses.functional import (
     dcl,
@@ -22,13 +28,16 @@ from negkit.losses.registry import LossSpec, create_loss, get_loss, list_losses,
 __all__ = [
     "DCL",
     "DecoupledSoftmax",
+    "DegenerateBatchError",
     "EMC2Loss",
     "GlobalContrastiveLoss",
     "HardNCE",
     "InfoNCE",
     "LossSpec",
     "MannWhitneyLoss",
+    "SkipCounter",
     "SupCon",
+    "count_skipped",
     "create_loss",
     "dcl",
     "decoupled_softmax",
@@ -38,9 +47,12 @@ __all__ = [
     "hard_nce",
     "indexed_info_nce",
     "info_nce",
+    "is_strict",
     "list_losses",
     "mw_auc",
     "register_loss",
+    "set_strict",
+    "strict",
     "sup_con",
     "unregister_loss",
 ]

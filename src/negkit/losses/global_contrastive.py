@@ -5,16 +5,17 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from negkit._validation import check_finite_scalar, check_positive_scalar, check_reduction
+from negkit._validation import check_finite_scalar, check_ids, check_reduction, degenerate, record_skipped
 from negkit.losses.functional.core import masked_logsumexp, reduce_loss, view_pair_logits
 from negkit.losses.functional.decoupled import check_two_views
+from negkit.losses.modules import SkipCounting, module_temperature
 
 GAMMA_SCHEDULES = ("constant", "cosine")
 
 
-class GlobalContrastiveLoss(nn.Module):
+class GlobalContrastiveLoss(SkipCounting):
     """SogCLR's global contrastive loss with a per-sample moving-average estimate of each anchor's partition.
 
     The objective (per anchor view ``i`` with logits ``l = cos / T`` and its other view ``i'``)::
@@ -41,9 +42,14 @@ class GlobalContrastiveLoss(nn.Module):
     ``T = 0.01``, where LibAUC's ``GCLoss_v1`` overflows. ``log_u`` is a persistent buffer: it is saved in
     checkpoints (LibAUC keeps it outside the ``state_dict``).
 
+    A batch of fewer than two samples has no negative: ``forward`` returns 0 with a zero gradient, leaves the
+    estimates untouched, sets :attr:`last_global_loss` to ``None`` and counts its views in
+    :attr:`skipped_anchors`; in strict mode (:func:`negkit.losses.strict`) it raises.
+
     Args:
         num_samples: size of the dataset; ``index`` values must lie in ``[0, num_samples)``.
-        temperature: T > 0.
+        temperature: T > 0 (a float; or a learnable ``nn.Parameter`` / tensor with ``requires_grad``, kept as
+            given so that it receives a gradient).
         gamma: weight of the new batch estimate in the moving average, in (0, 1]; with
             ``gamma_schedule="cosine"`` it decays from 1 to ``gamma`` over ``decay_epochs`` (call
             :meth:`set_epoch`).
@@ -54,7 +60,7 @@ class GlobalContrastiveLoss(nn.Module):
         self,
         num_samples: int,
         *,
-        temperature: float = 0.1,
+        temperature: float | Tensor = 0.1,
         gamma: float = 0.9,
         gamma_schedule: str = "constant",
         decay_epochs: int = 1,
@@ -69,7 +75,7 @@ class GlobalContrastiveLoss(nn.Module):
             raise ValueError(f"decay_epochs must be >= 1, got {decay_epochs}")
         check_reduction(reduction)
         self.num_samples = num_samples
-        self.temperature = check_positive_scalar("temperature", temperature)
+        self.temperature = module_temperature(temperature)
         self.gamma_final = check_finite_scalar("gamma", gamma, low=0.0, high=1.0)
         if self.gamma_final == 0.0:
             raise ValueError("gamma must be > 0: with gamma = 0 the estimate never moves")
@@ -93,18 +99,23 @@ class GlobalContrastiveLoss(nn.Module):
         """Surrogate loss for two views ``z1, z2 [B, d]`` of the samples ``index [B]`` (dataset indices)."""
         check_two_views(z1, z2)
         batch = z1.shape[0]
-        if index.dim() != 1 or index.shape[0] != batch or index.is_floating_point():
-            raise ValueError(
-                f"index must be an integer tensor of shape [{batch}], got {index.dtype} {tuple(index.shape)}"
-            )
-        if int(index.min()) < 0 or int(index.max()) >= self.num_samples:
+        check_ids("index", index, batch)
+        if batch and (int(index.min()) < 0 or int(index.max()) >= self.num_samples):
             raise ValueError(
                 f"index must lie in [0, {self.num_samples}), got values in [{int(index.min())}, {int(index.max())}]"
             )
-        if batch < 2:
-            raise ValueError("a batch of one sample has no negative; use batch size >= 2")
         if len(torch.unique(index)) != batch:
             raise ValueError("index holds a sample twice; each sample's estimate is updated once per batch")
+        if batch < 2:
+            what = "an empty batch" if batch == 0 else "a batch of one sample"
+            degenerate(f"{what} has no negative (z1 has {batch} rows); use batch size >= 2")
+            record_skipped(2 * batch)
+            self.skipped_anchors = 2 * batch
+            self.last_global_loss = None
+            zero = (z1 * 0).sum(dim=1) + (z2 * 0).sum(dim=1)  # [B] zeros, connected to the inputs
+            return reduce_loss(zero, self.reduction)
+        self.skipped_anchors = 0
+        record_skipped(0)
 
         pairs = view_pair_logits(z1, z2, self.temperature)
         rows = torch.arange(2 * batch, device=z1.device)
@@ -131,6 +142,6 @@ class GlobalContrastiveLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"num_samples={self.num_samples}, temperature={self.temperature}, gamma={self.gamma_final}, "
+            f"num_samples={self.num_samples}, temperature={self.temperature!r}, gamma={self.gamma_final}, "
             f"gamma_schedule={self.gamma_schedule!r}"
         )

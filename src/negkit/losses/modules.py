@@ -2,9 +2,19 @@
 
 Hyper-parameters are checked when the module is built, so a bad configuration fails before training starts.
 The names these modules are built by, and each name's defaults, are in :mod:`negkit.losses.registry`.
+
+A learnable temperature is kept, not copied to a float: pass an ``nn.Parameter`` (registered: it is in
+``parameters()`` and the ``state_dict``) or any tensor with ``requires_grad=True`` (kept as given: its
+``.grad`` fills in; the module does not own it). A float, or a tensor without gradient, is stored as a float.
+
+After every ``forward``, ``module.skipped_anchors`` is the number of anchors that call skipped (degenerate
+batches: no positive, or no negative left; see :func:`negkit.losses.count_skipped`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -13,19 +23,47 @@ from negkit._validation import (
     check_positive_scalar,
     check_reduction,
     check_similarity,
+    count_skipped,
 )
 from negkit.losses import functional as F
 
 
-class _Loss(nn.Module):
-    def __init__(self, temperature: float, reduction: str) -> None:
+def module_temperature(value: float | Tensor) -> float | Tensor:
+    """A module's temperature: the tensor itself when it is learnable (``nn.Parameter`` or ``requires_grad``),
+    else a float; checked to be finite and > 0 either way."""
+    checked = check_positive_scalar("temperature", value)
+    if isinstance(value, Tensor) and (isinstance(value, nn.Parameter) or value.requires_grad):
+        return value
+    return checked
+
+
+class SkipCounting(nn.Module):
+    """Base of the loss modules: ``skipped_anchors`` holds the anchors skipped by the last ``forward``."""
+
+    def __init__(self) -> None:
         super().__init__()
-        self.temperature = check_positive_scalar("temperature", temperature)
+        self.skipped_anchors = 0
+
+    def counted(self, function: Callable[..., Tensor], *args: Any, **kwargs: Any) -> Tensor:
+        """``function(*args, **kwargs)``, recording the anchors it skipped in :attr:`skipped_anchors`."""
+        with count_skipped() as skipped:
+            out = function(*args, **kwargs)
+        self.skipped_anchors = skipped.anchors
+        return out
+
+
+class _Loss(SkipCounting):
+    def __init__(self, temperature: float | Tensor, reduction: str) -> None:
+        super().__init__()
+        self.temperature = module_temperature(temperature)
         check_reduction(reduction)
         self.reduction = reduction
 
     def extra_repr(self) -> str:
-        fields = {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "training"}
+        fields = {
+            k: v for k, v in vars(self).items() if not k.startswith("_") and k not in ("training", "skipped_anchors")
+        }
+        fields = {"temperature": self.temperature, **fields}
         return ", ".join(f"{k}={v!r}" for k, v in fields.items())
 
 
@@ -38,7 +76,7 @@ class InfoNCE(_Loss):
 
     def __init__(
         self,
-        temperature: float = 0.1,
+        temperature: float | Tensor = 0.1,
         *,
         in_batch_negatives: bool = True,
         symmetric: bool = False,
@@ -60,7 +98,8 @@ class InfoNCE(_Loss):
         labels: Tensor | None = None,
         negative_log_weights: Tensor | None = None,
     ) -> Tensor:
-        return F.info_nce(
+        return self.counted(
+            F.info_nce,
             anchor,
             positive,
             negatives,
@@ -80,11 +119,11 @@ class SupCon(_Loss):
     See :func:`negkit.losses.functional.sup_con`.
     """
 
-    def __init__(self, temperature: float = 0.1, *, reduction: str = "mean") -> None:
+    def __init__(self, temperature: float | Tensor = 0.1, *, reduction: str = "mean") -> None:
         super().__init__(temperature, reduction)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return F.sup_con(embeddings, labels, temperature=self.temperature, reduction=self.reduction)
+        return self.counted(F.sup_con, embeddings, labels, temperature=self.temperature, reduction=self.reduction)
 
 
 class DCL(_Loss):
@@ -95,7 +134,7 @@ class DCL(_Loss):
 
     def __init__(
         self,
-        temperature: float = 0.1,
+        temperature: float | Tensor = 0.1,
         *,
         sigma: float | None = None,
         detach_weights: bool = False,
@@ -106,7 +145,8 @@ class DCL(_Loss):
         self.detach_weights = detach_weights
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
-        return F.dcl(
+        return self.counted(
+            F.dcl,
             z1,
             z2,
             temperature=self.temperature,
@@ -124,7 +164,7 @@ class HardNCE(_Loss):
 
     def __init__(
         self,
-        temperature: float = 0.5,
+        temperature: float | Tensor = 0.5,
         *,
         beta: float = 1.0,
         tau_plus: float = 0.0,
@@ -137,7 +177,8 @@ class HardNCE(_Loss):
         self.detach_weights = detach_weights
 
     def forward(self, z1: Tensor, z2: Tensor, labels: Tensor | None = None) -> Tensor:
-        return F.hard_nce(
+        return self.counted(
+            F.hard_nce,
             z1,
             z2,
             labels,
@@ -155,13 +196,16 @@ class DecoupledSoftmax(_Loss):
     See :func:`negkit.losses.functional.decoupled_softmax`.
     """
 
-    def __init__(self, temperature: float = 0.05, *, similarity: str = "cosine", reduction: str = "mean") -> None:
+    def __init__(
+        self, temperature: float | Tensor = 0.05, *, similarity: str = "cosine", reduction: str = "mean"
+    ) -> None:
         super().__init__(temperature, reduction)
         check_similarity(similarity)
         self.similarity = similarity
 
     def forward(self, query: Tensor, items: Tensor, relevance: Tensor) -> Tensor:
-        return F.decoupled_softmax(
+        return self.counted(
+            F.decoupled_softmax,
             query,
             items,
             relevance,
@@ -171,7 +215,7 @@ class DecoupledSoftmax(_Loss):
         )
 
 
-class MannWhitneyLoss(nn.Module):
+class MannWhitneyLoss(SkipCounting):
     """Mann–Whitney AUC loss; ``forward(scores [B,N], relevance [B,N])``.
 
     See :func:`negkit.losses.functional.mw_auc`.
@@ -183,7 +227,7 @@ class MannWhitneyLoss(nn.Module):
         self.reduction = reduction
 
     def forward(self, scores: Tensor, relevance: Tensor) -> Tensor:
-        return F.mw_auc(scores, relevance, reduction=self.reduction)
+        return self.counted(F.mw_auc, scores, relevance, reduction=self.reduction)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
@@ -194,7 +238,9 @@ class EMC2Loss(_Loss):
     negatives [B,K,d], *, negative_mask=None [B,K])``. See :func:`negkit.losses.functional.emc2`.
     """
 
-    def __init__(self, temperature: float = 0.1, *, similarity: str = "cosine", reduction: str = "mean") -> None:
+    def __init__(
+        self, temperature: float | Tensor = 0.1, *, similarity: str = "cosine", reduction: str = "mean"
+    ) -> None:
         super().__init__(temperature, reduction)
         check_similarity(similarity)
         self.similarity = similarity
@@ -202,7 +248,8 @@ class EMC2Loss(_Loss):
     def forward(
         self, anchor: Tensor, positive: Tensor, negatives: Tensor, *, negative_mask: Tensor | None = None
     ) -> Tensor:
-        return F.emc2(
+        return self.counted(
+            F.emc2,
             anchor,
             positive,
             negatives,

@@ -7,13 +7,15 @@ from torch import Tensor
 
 from negkit._validation import (
     check_compatible,
+    check_features,
+    check_ids,
     check_labels,
     check_positive_scalar,
     check_reduction,
     check_similarity,
     check_tensor,
 )
-from negkit.losses.functional.core import nce_rows, reduce_loss, require_negatives, similarity_logits
+from negkit.losses.functional.core import RowLoss, nce_rows, reduce_loss, similarity_logits, skip_anchors
 
 
 def indexed_info_nce(
@@ -36,7 +38,8 @@ def indexed_info_nce(
 
     Which negatives anchor ``i`` sees, ``N(i)``: every candidate ``j ≠ c_i`` — minus those with
     ``candidate_labels[j] == anchor_labels[i]`` when labels are given. The positive always stays in the
-    denominator, once.
+    denominator, once. An anchor with no negative left is skipped (0, left out of the mean; in strict mode an
+    error).
 
     This is the loss of a rank's local anchors against a gathered global batch
     (:func:`negkit.distributed.global_info_nce`: ``candidates`` from every rank, ``c_i = offset + i``). With
@@ -52,25 +55,48 @@ def indexed_info_nce(
         candidate_labels: optional ``[N]`` class ids of the candidates (needs ``anchor_labels``).
         similarity: ``"cosine"`` (inputs L2-normalised inside) or ``"dot"``.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (``[B]``).
-        context: appended to the error raised when an anchor has no negative left.
+        context: appended to the strict-mode error raised when an anchor has no negative left.
 
     Raises:
         ValueError: on bad shapes, dtypes, devices, indices or labels, a temperature ≤ 0, an unknown reduction
-            or similarity, or an anchor with no negative left (the message lists those anchors).
+            or similarity; in strict mode, an empty batch or an anchor with no negative left (the message lists
+            those anchors).
     """
-    check_positive_scalar("temperature", temperature)
     check_reduction(reduction)
+    rows, _, no_negative = indexed_rows(
+        anchor,
+        candidates,
+        positive_index,
+        temperature=temperature,
+        anchor_labels=anchor_labels,
+        candidate_labels=candidate_labels,
+        similarity=similarity,
+    )
+    skipped = skip_anchors(anchor.shape[0], no_negative=no_negative, context=context, empty="anchor")
+    return reduce_loss(rows, reduction, skipped=skipped)
+
+
+def indexed_rows(
+    anchor: Tensor,
+    candidates: Tensor,
+    positive_index: Tensor,
+    *,
+    temperature: float | Tensor = 0.1,
+    anchor_labels: Tensor | None = None,
+    candidate_labels: Tensor | None = None,
+    similarity: str = "cosine",
+) -> RowLoss:
+    """The per-anchor ``[B]`` loss of :func:`indexed_info_nce` (inputs checked) and the anchors with no negative
+    left ``[B]``, before the degenerate-batch policy and the reduction."""
+    check_positive_scalar("temperature", temperature)
     check_similarity(similarity)
-    check_tensor("anchor", anchor, 2)
+    check_features("anchor", anchor, 2)
     check_tensor("candidates", candidates, 2)
     if candidates.shape[1] != anchor.shape[1]:
         raise ValueError(f"candidates must have {anchor.shape[1]} features (as anchor), got {candidates.shape[1]}")
     check_compatible("anchor", anchor, candidates=candidates)
     batch, num_candidates = anchor.shape[0], candidates.shape[0]
-    if not isinstance(positive_index, Tensor) or positive_index.is_floating_point() or positive_index.dim() != 1:
-        raise ValueError("positive_index must be a 1-D integer tensor")
-    if positive_index.shape[0] != batch:
-        raise ValueError(f"positive_index must have shape [{batch}], got {tuple(positive_index.shape)}")
+    check_ids("positive_index", positive_index, batch)
     if batch and (int(positive_index.min()) < 0 or int(positive_index.max()) >= num_candidates):
         raise ValueError(f"positive_index must lie in [0, {num_candidates})")
     if (anchor_labels is None) != (candidate_labels is None):
@@ -78,7 +104,7 @@ def indexed_info_nce(
     positive_index = positive_index.to(anchor.device)
 
     rows = torch.arange(batch, device=anchor.device)
-    logits = similarity_logits(anchor, candidates, temperature, similarity)  # [B, N]
+    logits = similarity_logits(anchor, candidates, temperature, similarity, names="anchor, candidates")  # [B, N]
     positive_logits = logits[rows, positive_index].unsqueeze(1)
     keep = torch.ones_like(logits, dtype=torch.bool)
     if anchor_labels is not None:
@@ -86,6 +112,6 @@ def indexed_info_nce(
         candidate_labels = check_labels("candidate_labels", candidate_labels, num_candidates, anchor.device)
         keep = anchor_labels.unsqueeze(1) != candidate_labels.unsqueeze(0)
     negatives_left = keep.sum(dim=1) - keep[rows, positive_index].long()
-    require_negatives(torch.where(negatives_left > 0, 0.0, float("-inf")), context=context)
     keep[rows, positive_index] = True  # the positive stays in the denominator, once
-    return reduce_loss(nce_rows(positive_logits, logits, negative_mask=keep, include_positive=False).loss, reduction)
+    loss = nce_rows(positive_logits, logits, negative_mask=keep, include_positive=False).loss
+    return RowLoss(loss, torch.ones_like(negatives_left), negatives_left == 0)

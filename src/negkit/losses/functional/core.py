@@ -24,12 +24,20 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from negkit._validation import check_reduction, format_rows
+from negkit._validation import (
+    check_logits_finite,
+    check_reduction,
+    degenerate,
+    format_rows,
+    normalize_rows,
+    record_skipped,
+)
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+#: Below this temperature ``cos / T`` can overflow float32; the logits are checked.
+_TINY_TEMPERATURE = 1e-30
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -37,21 +45,35 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in _LOW_PRECISION else dtype
 
 
-def similarity_logits(a: Tensor, b: Tensor, temperature: float | Tensor, similarity: str = "cosine") -> Tensor:
+def similarity_logits(
+    a: Tensor, b: Tensor, temperature: float | Tensor, similarity: str = "cosine", *, names: str = "a, b"
+) -> Tensor:
     """Logits ``sim(a_i, b_j) / temperature``.
 
     Shapes: ``a [B,d]`` with ``b [N,d]`` gives ``[B,N]``; ``a [B,d]`` with ``b [B,K,d]`` (per-anchor
     candidates) gives ``[B,K]``. Half-precision inputs are computed in float32. With ``similarity="cosine"``
-    both sides are L2-normalised first.
+    both sides are L2-normalised first by :func:`negkit._validation.normalize_rows`: scale-invariant (inputs
+    ``× 1e30`` give the same logits), and an all-zero row has cosine 0 with everything and a zero gradient.
+
+    Raises:
+        ValueError: the logits overflow the compute dtype (``similarity="dot"`` of huge inputs, or a tiny
+            temperature); ``names`` names the inputs in the message.
     """
     dtype = compute_dtype(a.dtype)
     a = a.to(dtype)
     b = b.to(dtype)
     if similarity == "cosine":
-        a = F.normalize(a, dim=-1)
-        b = F.normalize(b, dim=-1)
+        a = normalize_rows(a)
+        b = normalize_rows(b)
     sims = torch.einsum("bd,bkd->bk", a, b) if b.dim() == 3 else a @ b.transpose(0, 1)
-    return sims / temperature
+    logits = sims / temperature
+    if similarity != "cosine" or _temperature_value(temperature) < _TINY_TEMPERATURE:
+        check_logits_finite(logits, similarity=similarity, temperature=temperature, names=names)
+    return logits
+
+
+def _temperature_value(temperature: float | Tensor) -> float:
+    return float(temperature.detach()) if isinstance(temperature, Tensor) else float(temperature)
 
 
 def masked_logsumexp(logits: Tensor, mask: Tensor | None = None, log_weights: Tensor | None = None) -> Tensor:
@@ -98,11 +120,16 @@ class RowLoss(NamedTuple):
 
     Attributes:
         loss: ``[B]`` mean over each anchor's positives of ``ℓ_ip``; ``0`` for anchors without a positive.
+            Anchors in ``no_negative`` may hold any value (``-inf`` for decoupled forms): reduce with
+            :func:`reduce_loss` and ``skipped=``, which replaces them by 0.
         num_positives: ``[B]`` number of positives each anchor averaged over (``0`` = anchor left out).
+        no_negative: bool ``[B]``: anchors that have a positive but no candidate left in their denominator
+            (``None`` when the core did not look).
     """
 
     loss: Tensor
     num_positives: Tensor
+    no_negative: Tensor | None = None
 
 
 def mean_over_positives(pair_losses: Tensor, positive_mask: Tensor | None) -> RowLoss:
@@ -117,16 +144,68 @@ def mean_over_positives(pair_losses: Tensor, positive_mask: Tensor | None) -> Ro
     return RowLoss(total / count.clamp(min=1).to(total.dtype), count)
 
 
-def require_negatives(log_negative_mass: Tensor, anchors: Tensor | None = None, *, context: str = "") -> None:
-    """Raise ``ValueError`` naming the anchors (among ``anchors``, a bool ``[B]``) that have no negative."""
-    empty = torch.isneginf(log_negative_mass)
-    if anchors is not None:
-        empty = empty & anchors
-    if bool(empty.any()):
+def skip_anchors(
+    count: int,
+    *,
+    no_negative: Tensor | None = None,
+    no_positive: Tensor | None = None,
+    context: str = "",
+    empty: str = "the batch",
+    no_positive_error: str = "no anchor has a positive",
+) -> Tensor | None:
+    """The degenerate-batch policy of every negkit loss, applied to ``count`` anchors.
+
+    Args:
+        count: number of anchors (rows the loss treats as anchors).
+        no_negative: bool ``[count]``: anchors with a positive but no negative left after masking.
+        no_positive: bool ``[count]``: anchors without any positive.
+        context: why anchors lost their negatives, for the strict-mode message.
+        empty: the argument named when ``count`` is 0.
+        no_positive_error: the strict-mode message when no anchor has a positive.
+
+    Returns:
+        bool ``[count]``, the anchors to skip (loss 0, left out of the mean), or ``None`` when none is.
+
+    Raises:
+        DegenerateBatchError: in strict mode (:func:`negkit.losses.strict`), for an empty batch, an anchor with
+            no negative left, or a batch where no anchor has a positive.
+    """
+    if count == 0:
+        degenerate(f"{empty} is empty (0 rows): nothing to contrast")
+        record_skipped(0)
+        return None
+    skipped = None
+    if no_negative is not None and bool(no_negative.any()):
         hint = f" ({context})" if context else ""
-        raise ValueError(
-            f"anchors {format_rows(empty)} have no negative left after masking{hint}; add negatives or relax the mask"
+        degenerate(
+            f"anchors {format_rows(no_negative)} have no negative left after masking{hint}; add negatives or relax "
+            "the mask"
         )
+        skipped = no_negative
+    if no_positive is not None and bool(no_positive.any()):
+        if bool(no_positive.all()):
+            degenerate(no_positive_error)
+        skipped = no_positive if skipped is None else skipped | no_positive
+    record_skipped(0 if skipped is None else int(skipped.sum()))
+    return skipped
+
+
+def average_kept(
+    first: Tensor, second: Tensor, first_skipped: Tensor | None, second_skipped: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """``0.5 (first + second)`` per row, or the mean of the rows' values that are not skipped.
+
+    Returns ``(values [B], skipped [B] or None)``: a row is skipped when both of its values are.
+    """
+    if first_skipped is None and second_skipped is None:
+        return 0.5 * (first + second), None
+    zeros = torch.zeros_like(first, dtype=torch.bool)
+    skip_a = zeros if first_skipped is None else first_skipped
+    skip_b = zeros if second_skipped is None else second_skipped
+    a = torch.where(skip_a, torch.zeros_like(first), first)
+    b = torch.where(skip_b, torch.zeros_like(second), second)
+    kept = (~skip_a).to(first.dtype) + (~skip_b).to(first.dtype)
+    return (a + b) / kept.clamp(min=1), skip_a & skip_b
 
 
 def nce_rows(
@@ -138,7 +217,6 @@ def nce_rows(
     negative_log_weights: Tensor | None = None,
     include_positive: bool = True,
     positive_scale: Tensor | None = None,
-    context: str = "",
 ) -> RowLoss:
     """The core: per-anchor contrastive loss from positive and candidate logits.
 
@@ -151,41 +229,51 @@ def nce_rows(
         negative_log_weights: ``[B,C]`` (or broadcastable) log-weights added to the candidate logits.
         include_positive: add ``e^{l_ip}`` to the denominator of pair (i, p) (InfoNCE) or not (DCL).
         positive_scale: optional ``[B,P]`` (or broadcastable) factor on the positive logit (DCLW).
-        context: appended to the error raised when an anchor with a positive has no negative.
 
     Returns:
-        :class:`RowLoss` with the ``[B]`` per-anchor loss and the number of positives per anchor.
-
-    Raises:
-        ValueError: an anchor that has a positive has no candidate left in its denominator.
+        :class:`RowLoss` with the ``[B]`` per-anchor loss, the number of positives per anchor and the anchors
+        that have a positive but no candidate left in their denominator (``no_negative``; pass it to
+        :func:`skip_anchors`, which applies the degenerate-batch policy).
     """
     log_mass = masked_logsumexp(negative_logits, negative_mask, negative_log_weights)
-    has_positive = None if positive_mask is None else positive_mask.any(dim=1)
-    require_negatives(log_mass, has_positive, context=context)
+    no_negative = torch.isneginf(log_mass)
+    if positive_mask is not None:
+        no_negative = no_negative & positive_mask.any(dim=1)
     pairs = positive_nll(
         positive_logits, log_mass.unsqueeze(1), include_positive=include_positive, positive_scale=positive_scale
     )
-    return mean_over_positives(pairs, positive_mask)
+    rows = mean_over_positives(pairs, positive_mask)
+    return RowLoss(rows.loss, rows.num_positives, no_negative)
 
 
-def reduce_loss(loss: Tensor, reduction: str, weights: Tensor | None = None) -> Tensor:
+def reduce_loss(
+    loss: Tensor, reduction: str, weights: Tensor | None = None, *, skipped: Tensor | None = None
+) -> Tensor:
     """Reduce a ``[B]`` per-anchor loss.
 
-    ``weights`` (``[B]``, ≥ 0) weight the mean; anchors with weight 0 are left out of every reduction and
-    are reported as 0 by ``"none"``. ``"sum"`` sums the per-anchor values of the anchors kept.
+    ``weights`` (``[B]``, ≥ 0) weight the mean; anchors with weight 0 and the ``skipped`` anchors (bool ``[B]``,
+    from :func:`skip_anchors`) are left out of every reduction and are reported as 0 by ``"none"``. ``"sum"``
+    sums the per-anchor values of the anchors kept. When no anchor is kept (or ``B = 0``) ``"mean"`` and
+    ``"sum"`` are 0, with a zero gradient that stays connected to the inputs.
     """
     check_reduction(reduction)
+    if skipped is not None:
+        kept = (~skipped).to(loss.dtype)
+        weights = kept if weights is None else torch.where(skipped, torch.zeros_like(weights), weights)
     if weights is not None:
         keep = weights > 0
         loss = torch.where(keep, loss, torch.zeros_like(loss))
     if reduction == "none":
         return loss
-    if reduction == "sum":
+    if reduction == "sum" or loss.numel() == 0:
         return loss.sum()
     if weights is None:
         return loss.mean()
     weights = weights.to(loss.dtype)
-    return (loss * weights).sum() / weights.sum()
+    total = weights.sum()
+    if not bool(total > 0):
+        return loss.sum()  # every anchor skipped: 0, connected to the inputs
+    return (loss * weights).sum() / total
 
 
 class ViewPairLogits(NamedTuple):
@@ -217,3 +305,13 @@ def fold_views(per_view: Tensor) -> Tensor:
     """Average a ``[2B]`` per-view quantity over the two views of each sample: ``[B]``."""
     first, second = per_view.chunk(2)
     return 0.5 * (first + second)
+
+
+def fold_skipped_views(per_view: Tensor, skipped: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """:func:`fold_views` that averages only the views not ``skipped`` (bool ``[2B]``); returns ``(values [B],
+    skipped samples [B] or None)``, a sample being skipped when both its views are."""
+    if skipped is None:
+        return fold_views(per_view), None
+    first, second = per_view.chunk(2)
+    first_skipped, second_skipped = skipped.chunk(2)
+    return average_kept(first, second, first_skipped, second_skipped)

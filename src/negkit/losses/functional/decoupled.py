@@ -7,6 +7,7 @@ from torch import Tensor
 
 from negkit._validation import (
     check_compatible,
+    check_features,
     check_mask,
     check_positive_scalar,
     check_reduction,
@@ -14,17 +15,18 @@ from negkit._validation import (
     check_tensor,
 )
 from negkit.losses.functional.core import (
-    fold_views,
+    fold_skipped_views,
     nce_rows,
     reduce_loss,
     similarity_logits,
+    skip_anchors,
     view_pair_logits,
 )
 
 
 def check_two_views(z1: Tensor, z2: Tensor) -> None:
     """Check two ``[B,d]`` views of the same samples."""
-    check_tensor("z1", z1, 2)
+    check_features("z1", z1, 2)
     check_tensor("z2", z2, 2)
     if z1.shape != z2.shape:
         raise ValueError(f"z2 must have the shape of z1 {tuple(z1.shape)}, got {tuple(z2.shape)}")
@@ -50,6 +52,8 @@ def dcl(
     the denominator (this removes the negative-positive coupling). ``w_i = 1`` for DCL; with ``sigma``,
     DCLW's von Mises–Fisher weight ``w_i = 2 − B · softmax_i(s_{ii'}/σ)`` (softmax over the batch).
     The loss is symmetric: each sample's value averages its two views as anchors.
+    A batch of one sample (or none) has no negative: its loss is 0 with a zero gradient, and its two views
+    count as skipped anchors (:func:`negkit.losses.count_skipped`); in strict mode it raises.
 
     Args:
         z1, z2: ``[B,d]`` two views; cosine similarity.
@@ -76,14 +80,13 @@ def dcl(
             weights = weights.detach()
         scale = torch.cat([weights, weights]).unsqueeze(1)
     rows = nce_rows(
-        positive_logits,
-        pairs.logits,
-        negative_mask=negative_mask,
-        include_positive=False,
-        positive_scale=scale,
-        context="a batch of one sample has no other views",
+        positive_logits, pairs.logits, negative_mask=negative_mask, include_positive=False, positive_scale=scale
     )
-    return reduce_loss(fold_views(rows.loss), reduction)
+    skipped = skip_anchors(
+        2 * z1.shape[0], no_negative=rows.no_negative, context="a batch of one sample has no other views", empty="z1"
+    )
+    per_sample, skipped = fold_skipped_views(rows.loss, skipped)
+    return reduce_loss(per_sample, reduction, skipped=skipped)
 
 
 def decoupled_softmax(
@@ -102,7 +105,10 @@ def decoupled_softmax(
         ℓ_i = −(1/|P_i|) Σ_{p∈P_i} log( e^{s_ip/T} / ( e^{s_ip/T} + Σ_{n∉P_i} e^{s_in/T} ) )
 
     Which negatives query ``i`` sees: every non-relevant item; each positive competes only against them,
-    never against the other positives. Queries without a relevant item are left out of the mean.
+    never against the other positives. Queries without a relevant item, and queries to which every item is
+    relevant, are skipped: 0 and left out of the mean (:func:`negkit.losses.count_skipped`); with none left
+    the loss is 0 with a zero gradient. In strict mode a query with no non-relevant item, or no relevant item
+    at all, raises.
 
     Args:
         query: ``[B,d]``.
@@ -113,26 +119,26 @@ def decoupled_softmax(
         reduction: ``"mean"`` over queries with a positive | ``"sum"`` | ``"none"`` (``[B]``).
 
     Raises:
-        ValueError: bad shapes or values, no query has a relevant item, or a query has no non-relevant item.
+        ValueError: bad shapes or values; in strict mode, no query has a relevant item, or a query has no
+            non-relevant item.
     """
     check_positive_scalar("temperature", temperature)
     check_reduction(reduction)
     check_similarity(similarity)
-    check_tensor("query", query, 2)
+    check_features("query", query, 2)
     check_tensor("items", items, 2)
     check_compatible("query", query, items=items)
     if items.shape[1] != query.shape[1]:
         raise ValueError(f"items must have {query.shape[1]} features like query, got {items.shape[1]}")
     relevant = check_mask("relevance", relevance, (query.shape[0], items.shape[0]), query.device)
-    if not bool(relevant.any()):
-        raise ValueError("decoupled_softmax: no query has a relevant item in relevance")
-    logits = similarity_logits(query, items, temperature, similarity)
-    rows = nce_rows(
-        logits,
-        logits,
-        positive_mask=relevant,
-        negative_mask=~relevant,
-        include_positive=True,
+    logits = similarity_logits(query, items, temperature, similarity, names="query, items")
+    rows = nce_rows(logits, logits, positive_mask=relevant, negative_mask=~relevant, include_positive=True)
+    skipped = skip_anchors(
+        query.shape[0],
+        no_negative=rows.no_negative,
+        no_positive=rows.num_positives == 0,
         context="every item is relevant to them",
+        empty="query",
+        no_positive_error="decoupled_softmax: no query has a relevant item in relevance",
     )
-    return reduce_loss(rows.loss, reduction, weights=(rows.num_positives > 0).to(rows.loss.dtype))
+    return reduce_loss(rows.loss, reduction, weights=(rows.num_positives > 0).to(rows.loss.dtype), skipped=skipped)

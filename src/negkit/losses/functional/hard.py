@@ -9,15 +9,18 @@ from torch import Tensor
 
 from negkit._validation import check_finite_scalar, check_labels, check_positive_scalar, check_reduction
 from negkit.losses.functional.core import (
-    fold_views,
+    fold_skipped_views,
     masked_logsumexp,
     mean_over_positives,
     positive_nll,
     reduce_loss,
-    require_negatives,
+    skip_anchors,
     view_pair_logits,
 )
 from negkit.losses.functional.decoupled import check_two_views
+
+#: Largest ``beta / temperature``: the tilted logits ``β·l`` (|l| ≤ 1/T) must stay far from float32's 3.4e38.
+_MAX_TILT = 1e37
 
 
 def hardness_log_weights(logits: Tensor, negative_mask: Tensor, beta: float) -> Tensor:
@@ -102,8 +105,13 @@ def hard_nce(
         positives: with labels, ``"label"`` (every same-class row) or ``"view"`` (the other view only).
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (``[B]``).
 
+    Degenerate batches: a view with no negative (a batch of one sample; with labels, a batch of one class) is
+    skipped: 0, left out of the mean, counted by :func:`negkit.losses.count_skipped`; with none left the loss is
+    0 with a zero gradient. In strict mode they raise.
+
     Raises:
-        ValueError: bad shapes or values; labels with ``tau_plus > 0``; an anchor with no negative.
+        ValueError: bad shapes or values; labels with ``tau_plus > 0``; ``beta / temperature`` too large for the
+            logits' dtype; in strict mode an empty batch or an anchor with no negative.
     """
     temperature_value = check_positive_scalar("temperature", temperature)
     beta = check_finite_scalar("beta", beta, low=0.0)
@@ -116,6 +124,11 @@ def hard_nce(
         labels = check_labels("labels", labels, z1.shape[0], z1.device)
         if tau_plus > 0:
             raise ValueError("tau_plus debiases unlabelled negatives; with labels (H-SCL) set tau_plus=0")
+    if beta / temperature_value > _MAX_TILT:
+        raise ValueError(
+            f"beta / temperature = {beta / temperature_value:g} tilts the logits beyond float32; lower beta or raise "
+            "temperature"
+        )
     pairs = view_pair_logits(z1, z2, temperature)
     logits = pairs.logits
     rows_index = torch.arange(logits.shape[0], device=z1.device)
@@ -135,16 +148,17 @@ def hard_nce(
         log_weights = log_weights.detach()
     log_mass = masked_logsumexp(logits, negative_mask, log_weights)
     context = "every sample in the batch shares their label" if labels is not None else "a batch of one sample"
-    require_negatives(log_mass, context=context)
+    skipped = skip_anchors(2 * z1.shape[0], no_negative=torch.isneginf(log_mass), context=context, empty="z1")
 
     if labels is None:
         positive_logits = logits[rows_index, pairs.partner]
         num_negatives = negative_mask.sum(dim=1)
         log_mass = debiased_log_mass(log_mass, positive_logits, num_negatives, tau_plus, temperature_value)
         per_view = positive_nll(positive_logits, log_mass)
-        return reduce_loss(fold_views(per_view), reduction)
+        per_sample, skipped = fold_skipped_views(per_view, skipped)
+        return reduce_loss(per_sample, reduction, skipped=skipped)
 
     rows = mean_over_positives(positive_nll(logits, log_mass.unsqueeze(1)), positive_mask)
-    per_sample = fold_views(rows.loss)
+    per_sample, skipped = fold_skipped_views(rows.loss, skipped)
     pair_counts = rows.num_positives[: z1.shape[0]]
-    return reduce_loss(per_sample, reduction, weights=pair_counts.to(per_sample.dtype))
+    return reduce_loss(per_sample, reduction, weights=pair_counts.to(per_sample.dtype), skipped=skipped)

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from negkit._validation import (
     check_compatible,
+    check_features,
     check_labels,
+    check_logits_finite,
     check_positive_scalar,
     check_reduction,
     check_similarity,
     check_tensor,
+    normalize_rows,
 )
-from negkit.losses.functional.core import compute_dtype, nce_rows, reduce_loss, require_negatives, similarity_logits
+from negkit.losses.functional.core import (
+    average_kept,
+    compute_dtype,
+    nce_rows,
+    reduce_loss,
+    similarity_logits,
+    skip_anchors,
+)
 from negkit.losses.functional.tiled import tiled_logsumexp
 from negkit.negatives.types import GatheredNegatives
 
@@ -52,6 +61,11 @@ def info_nce(
     With ``negatives=None, in_batch_negatives=True, labels=None`` this equals
     ``F.cross_entropy(sim(anchor, positive) / T, arange(B))``.
 
+    Degenerate batches: an anchor left with no negative (a batch of one pair, labels that mask every in-batch
+    candidate) is skipped: its loss is 0 and it is left out of the mean; with no anchor left (or ``B = 0``)
+    the loss is 0 with a zero gradient connected to the inputs. In strict mode (:func:`negkit.losses.strict`)
+    they raise instead; :func:`negkit.losses.count_skipped` counts them (per direction when symmetric).
+
     Args:
         anchor: ``[B,d]``.
         positive: ``[B,d]``; row i is anchor i's positive.
@@ -64,7 +78,8 @@ def info_nce(
             candidates (``a_i`` its positive). Explicit ``negatives`` (and their log-weights) enter the forward
             direction only, as in sentence-transformers' symmetric ranking loss; needs ``in_batch_negatives``.
         similarity: ``"cosine"`` (inputs L2-normalised inside) or ``"dot"``.
-        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (``[B]``; the two directions averaged if symmetric).
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (``[B]``; the two directions averaged if symmetric, a
+            skipped direction left out; 0 for a skipped anchor).
         chunk_size: compute the denominator over column tiles of this many candidates with a custom autograd
             function that stores only the per-row log-sum-exp and recomputes tiles in backward (memory
             O(B·chunk + (B+N)·d) instead of O(B·N); :mod:`negkit.losses.functional.tiled`). ``None`` tiles
@@ -74,8 +89,10 @@ def info_nce(
 
     Raises:
         ValueError: on shape, dtype or device mismatches, non-finite inputs, a temperature ≤ 0, labels of
-            the wrong length, an unknown reduction or similarity, symmetric without in-batch negatives, or an
-            anchor with no negative left after masking (the message lists those anchors).
+            the wrong length, an unknown reduction or similarity, symmetric without in-batch negatives, logits
+            that overflow (``similarity="dot"`` of huge inputs); in strict mode
+            (:class:`~negkit.losses.DegenerateBatchError`) an empty batch or an anchor with no negative left after
+            masking (the message lists those anchors).
     """
     check_positive_scalar("temperature", temperature)
     check_reduction(reduction)
@@ -84,14 +101,14 @@ def info_nce(
         if negative_log_weights is not None:
             raise ValueError("negatives already carries its log-weights; do not also pass negative_log_weights")
         negatives, negative_log_weights = negatives
-    check_tensor("anchor", anchor, 2)
+    check_features("anchor", anchor, 2)
     check_tensor("positive", positive, 2)
     if positive.shape != anchor.shape:
         raise ValueError(f"positive must have the shape of anchor {tuple(anchor.shape)}, got {tuple(positive.shape)}")
     batch, dim = anchor.shape
     check_compatible("anchor", anchor, positive=positive)
     if negatives is not None:
-        check_tensor("negatives", negatives, (2, 3))
+        check_features("negatives", negatives, (2, 3))
         check_compatible("anchor", anchor, negatives=negatives)
         if negatives.shape[-1] != dim:
             raise ValueError(f"negatives must have {dim} features (the last dim of anchor), got {negatives.shape[-1]}")
@@ -122,13 +139,19 @@ def info_nce(
     tiled = _use_tiles(chunk_size, batch * columns, negatives, negative_log_weights, temperature)
     direction = _one_direction_tiled if tiled else _one_direction
     extra = {"chunk_size": chunk_size or AUTO_CHUNK} if tiled else {}
-    forward = direction(
+    context = "labels removed every in-batch candidate" if labels is not None else ""
+    forward, no_negative = direction(
         anchor, positive, negatives, temperature, labels, in_batch_negatives, negative_log_weights, similarity, **extra
     )
+    skipped = skip_anchors(batch, no_negative=no_negative, context=context, empty="anchor")
     if symmetric:
-        backward = direction(positive, anchor, None, temperature, labels, in_batch_negatives, None, similarity, **extra)
-        forward = 0.5 * (forward + backward)
-    return reduce_loss(forward, reduction)
+        backward, no_negative = direction(
+            positive, anchor, None, temperature, labels, in_batch_negatives, None, similarity, **extra
+        )
+        reverse = f"{context}, positive → anchor direction" if context else "positive → anchor direction"
+        backward_skipped = skip_anchors(batch, no_negative=no_negative, context=reverse, empty="anchor")
+        forward, skipped = average_kept(forward, backward, skipped, backward_skipped)
+    return reduce_loss(forward, reduction, skipped=skipped)
 
 
 #: Above this many logits per direction, ``info_nce`` tiles the denominator even without ``chunk_size``.
@@ -164,14 +187,14 @@ def _one_direction_tiled(
     similarity: str,
     *,
     chunk_size: int,
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
     """Per-anchor InfoNCE ``[B]`` with the denominator's log-sum-exp over column tiles (same value and gradient
-    as :func:`_one_direction`)."""
+    as :func:`_one_direction`), and the anchors with no negative ``[B]``."""
     batch = anchor.shape[0]
     dtype = compute_dtype(anchor.dtype)
     a, p = anchor.to(dtype), positive.to(dtype)
     if similarity == "cosine":
-        a, p = F.normalize(a, dim=-1), F.normalize(p, dim=-1)
+        a, p = normalize_rows(a), normalize_rows(p)
     scale = 1.0 / float(temperature)
     positive_logits = (a * p).sum(dim=1) * scale
     has_negative = torch.zeros(batch, dtype=torch.bool, device=anchor.device)
@@ -190,16 +213,18 @@ def _one_direction_tiled(
     if negatives is not None:
         n = negatives.to(dtype)
         if similarity == "cosine":
-            n = F.normalize(n, dim=-1)
+            n = normalize_rows(n)
         weights = None if negative_log_weights is None else negative_log_weights.to(dtype)
         parts.append(tiled_logsumexp(a, n, scale, log_weights=weights, chunk_size=chunk_size))
-        has_negative = torch.ones_like(has_negative)  # explicit negatives: every anchor has some
-    require_negatives(
-        torch.where(has_negative, 0.0, float("-inf")),
-        context="labels removed every in-batch candidate" if labels is not None else "",
-    )
+        has_negative |= negatives.shape[0] > 0  # explicit negatives: every anchor has them
     log_denominator = parts[0] if len(parts) == 1 else torch.logaddexp(*parts)
-    return log_denominator - positive_logits
+    check_logits_finite(
+        torch.stack([positive_logits.detach(), log_denominator.detach()]),
+        similarity=similarity,
+        temperature=temperature,
+        names="anchor, candidates",
+    )
+    return log_denominator - positive_logits, ~has_negative
 
 
 def _one_direction(
@@ -211,14 +236,15 @@ def _one_direction(
     in_batch_negatives: bool,
     negative_log_weights: Tensor | None,
     similarity: str,
-) -> Tensor:
-    """Per-anchor InfoNCE ``[B]`` for one direction; candidates assembled as columns for the core."""
+) -> tuple[Tensor, Tensor]:
+    """Per-anchor InfoNCE ``[B]`` for one direction, and the anchors with no negative ``[B]``; candidates
+    assembled as columns for the core."""
     batch = anchor.shape[0]
     blocks: list[Tensor] = []
     masks: list[Tensor] = []
     weights: list[Tensor] = []
     if in_batch_negatives:
-        batch_logits = similarity_logits(anchor, positive, temperature, similarity)
+        batch_logits = similarity_logits(anchor, positive, temperature, similarity, names="anchor, positive")
         positive_logits = batch_logits.diagonal().unsqueeze(1)
         others = ~torch.eye(batch, dtype=torch.bool, device=anchor.device)
         if labels is not None:
@@ -228,9 +254,11 @@ def _one_direction(
         if negative_log_weights is not None:
             weights.append(torch.zeros_like(batch_logits))
     else:
-        positive_logits = similarity_logits(anchor, positive.unsqueeze(1), temperature, similarity)
+        positive_logits = similarity_logits(
+            anchor, positive.unsqueeze(1), temperature, similarity, names="anchor, positive"
+        )
     if negatives is not None:
-        explicit = similarity_logits(anchor, negatives, temperature, similarity)
+        explicit = similarity_logits(anchor, negatives, temperature, similarity, names="anchor, negatives")
         blocks.append(explicit)
         masks.append(torch.ones_like(explicit, dtype=torch.bool))
         if negative_log_weights is not None:
@@ -241,6 +269,5 @@ def _one_direction(
         negative_mask=torch.cat(masks, dim=1),
         negative_log_weights=torch.cat(weights, dim=1) if weights else None,
         include_positive=True,
-        context="labels removed every in-batch candidate" if labels is not None else "",
     )
-    return rows.loss
+    return rows.loss, rows.no_negative

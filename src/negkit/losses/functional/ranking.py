@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from negkit.losses.functional.core import nce_rows, reduce_loss, similarity_logits
+from negkit.losses.functional.core import nce_rows, reduce_loss, similarity_logits, skip_anchors
 
 
 def info_nce_from_logits(
@@ -16,8 +16,11 @@ def info_nce_from_logits(
 
     ``positive_logits [B, 1]``, ``negative_logits [B, C]``; ``negative_mask`` bool ``[B, C]`` keeps candidate j in
     anchor i's denominator (``None``: all). Anchor i sees exactly the candidates of its row that the mask keeps.
+    An anchor with no candidate left is skipped (0, left out of the mean; in strict mode an error).
     """
-    return reduce_loss(nce_rows(positive_logits, negative_logits, negative_mask=negative_mask).loss, reduction)
+    rows = nce_rows(positive_logits, negative_logits, negative_mask=negative_mask)
+    skipped = skip_anchors(positive_logits.shape[0], no_negative=rows.no_negative, empty="positive_logits")
+    return reduce_loss(rows.loss, reduction, skipped=skipped)
 
 
 def catalogue_logits(

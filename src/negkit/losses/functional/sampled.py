@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from negkit._validation import (
     check_compatible,
+    check_features,
+    check_logits_finite,
     check_mask,
     check_positive_scalar,
     check_reduction,
     check_similarity,
     check_tensor,
+    normalize_rows,
 )
-from negkit.losses.functional.core import compute_dtype, reduce_loss, require_negatives
+from negkit.losses.functional.core import compute_dtype, reduce_loss, skip_anchors
 
 
 def emc2(
@@ -42,7 +44,8 @@ def emc2(
 
     Which negatives anchor ``i`` sees: its own ``K`` rows ``negatives[i]``, those with ``negative_mask[i, k]``
     (all ``K`` when ``negative_mask`` is ``None``); a row drawn twice counts twice (the chain's recorded
-    states are a sample with replacement). The positive never enters the negative mean.
+    states are a sample with replacement). The positive never enters the negative mean. An anchor whose mask
+    leaves no negative is skipped (0, left out of the mean; in strict mode an error).
 
     Args:
         anchor: ``[B,d]``.
@@ -56,12 +59,13 @@ def emc2(
 
     Raises:
         ValueError: on shape, dtype or device mismatches, non-finite inputs, a temperature ≤ 0, an unknown
-            reduction or similarity, or an anchor whose mask leaves no negative (the message lists them).
+            reduction or similarity, similarities that overflow (``"dot"``); in strict mode, an empty batch or
+            an anchor whose mask leaves no negative (the message lists them).
     """
     check_positive_scalar("temperature", temperature)
     check_reduction(reduction)
     check_similarity(similarity)
-    check_tensor("anchor", anchor, 2)
+    check_features("anchor", anchor, 2)
     check_tensor("positive", positive, 2)
     check_tensor("negatives", negatives, 3)
     if positive.shape != anchor.shape:
@@ -75,13 +79,15 @@ def emc2(
     else:
         negative_mask = check_mask("negative_mask", negative_mask, tuple(negatives.shape[:2]), anchor.device)
     count = negative_mask.sum(dim=1)
-    require_negatives(torch.where(count > 0, 0.0, float("-inf")), context="negative_mask leaves none")
+    skipped = skip_anchors(batch, no_negative=count == 0, context="negative_mask leaves none", empty="anchor")
 
     dtype = compute_dtype(anchor.dtype)
     a, p, n = anchor.to(dtype), positive.to(dtype), negatives.to(dtype)
     if similarity == "cosine":
-        a, p, n = F.normalize(a, dim=1), F.normalize(p, dim=1), F.normalize(n, dim=2)
+        a, p, n = normalize_rows(a, dim=1), normalize_rows(p, dim=1), normalize_rows(n, dim=2)
     positive_similarity = (a * p).sum(dim=1)
     similarities = torch.einsum("bd,bkd->bk", a, n) * negative_mask
-    negative_similarity = similarities.sum(dim=1) / count
-    return reduce_loss((negative_similarity - positive_similarity) / temperature, reduction)
+    negative_similarity = similarities.sum(dim=1) / (count if skipped is None else count.clamp(min=1))
+    loss = (negative_similarity - positive_similarity) / temperature
+    check_logits_finite(loss.detach(), similarity=similarity, temperature=temperature, names="anchor, negatives")
+    return reduce_loss(loss, reduction, skipped=skipped)

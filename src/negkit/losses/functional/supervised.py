@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from negkit._validation import check_labels, check_positive_scalar, check_reduction, check_tensor
-from negkit.losses.functional.core import compute_dtype, nce_rows, reduce_loss, similarity_logits
+from negkit._validation import (
+    check_features,
+    check_labels,
+    check_logits_finite,
+    check_positive_scalar,
+    check_reduction,
+    normalize_rows,
+)
+from negkit.losses.functional.core import compute_dtype, nce_rows, reduce_loss, similarity_logits, skip_anchors
 from negkit.losses.functional.nce import AUTO_CHUNK, AUTO_TILE_LOGITS
 from negkit.losses.functional.tiled import tiled_logsumexp
 
@@ -29,7 +35,9 @@ def sup_con(
 
     Which negatives anchor ``i`` sees: every other row; the denominator also holds the other positives,
     as in the paper (the average over positives sits outside the log).
-    Anchors without a positive are left out of the mean (and are 0 in ``"none"``).
+    Anchors without a positive are skipped: left out of the mean (and 0 in ``"none"``), counted by
+    :func:`negkit.losses.count_skipped`. A batch where no label repeats (or ``N ≤ 1``) gives 0 with a zero
+    gradient, as pytorch-metric-learning does; in strict mode (:func:`negkit.losses.strict`) it raises.
 
     Args:
         embeddings: ``[N,d]``; cosine similarity (L2-normalised inside).
@@ -42,11 +50,11 @@ def sup_con(
             ``None`` tiles automatically above 2²⁶ logits (float temperature only).
 
     Raises:
-        ValueError: bad shapes or values, or no anchor has a positive.
+        ValueError: bad shapes or values; in strict mode an empty batch or no anchor with a positive.
     """
     check_positive_scalar("temperature", temperature)
     check_reduction(reduction)
-    check_tensor("embeddings", embeddings, 2)
+    check_features("embeddings", embeddings, 2)
     labels = check_labels("labels", labels, embeddings.shape[0], embeddings.device)
     n = embeddings.shape[0]
     if chunk_size is not None and chunk_size < 1:
@@ -54,27 +62,35 @@ def sup_con(
     learnable = isinstance(temperature, torch.Tensor) and temperature.requires_grad
     if not learnable and (chunk_size is not None or n * n > AUTO_TILE_LOGITS):
         return _sup_con_tiled(embeddings, labels, float(temperature), reduction, chunk_size or AUTO_CHUNK)
-    logits = similarity_logits(embeddings, embeddings, temperature)
+    logits = similarity_logits(embeddings, embeddings, temperature, names="embeddings, embeddings")
     not_self = ~torch.eye(embeddings.shape[0], dtype=torch.bool, device=embeddings.device)
     same_label = labels.unsqueeze(0) == labels.unsqueeze(1)
     positive_mask = same_label & not_self
-    if not bool(positive_mask.any()):
-        raise ValueError("sup_con: no anchor has a positive (every label occurs once in labels)")
     rows = nce_rows(logits, logits, positive_mask=positive_mask, negative_mask=not_self, include_positive=False)
+    skip_anchors(n, no_positive=rows.num_positives == 0, empty="embeddings", no_positive_error=_NO_POSITIVE)
     return reduce_loss(rows.loss, reduction, weights=(rows.num_positives > 0).to(rows.loss.dtype))
+
+
+_NO_POSITIVE = "sup_con: no anchor has a positive (every label occurs once in labels)"
 
 
 def _sup_con_tiled(embeddings: Tensor, labels: Tensor, temperature: float, reduction: str, chunk: int) -> Tensor:
     """L_out with the denominator in tiles and the positive term from per-class sums (no [N, N] tensor)."""
-    a = F.normalize(embeddings.to(compute_dtype(embeddings.dtype)), dim=1)
+    a = normalize_rows(embeddings.to(compute_dtype(embeddings.dtype)))
     n = a.shape[0]
     ids = torch.arange(n, device=a.device)
     log_denominator = tiled_logsumexp(a, a, 1.0 / temperature, row_labels=ids, col_labels=ids, chunk_size=chunk)
     classes, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
     class_sums = torch.zeros(len(classes), a.shape[1], dtype=a.dtype, device=a.device).index_add(0, inverse, a)
     positives = (counts[inverse] - 1).to(a.dtype)
-    if not bool((positives > 0).any()):
-        raise ValueError("sup_con: no anchor has a positive (every label occurs once in labels)")
+    skip_anchors(n, no_positive=positives == 0, empty="embeddings", no_positive_error=_NO_POSITIVE)
     positive_sum = (a * (class_sums[inverse] - a)).sum(dim=1) / temperature
+    # rows without a positive have an empty denominator (-inf): left out below, kept out of the check
+    check_logits_finite(
+        torch.where(positives > 0, log_denominator, 0.0).detach(),
+        similarity="cosine",
+        temperature=temperature,
+        names="embeddings, embeddings",
+    )
     loss = log_denominator - positive_sum / positives.clamp(min=1)
     return reduce_loss(loss, reduction, weights=(positives > 0).to(loss.dtype))

@@ -81,6 +81,7 @@ class _TiledLogSumExp(Function):
         grad_a = torch.zeros_like(a)
         grad_c = torch.zeros_like(c) if ctx.needs_input_grad[1] else None
         grad_w = torch.zeros_like(log_weights) if log_weights is not None and ctx.needs_input_grad[2] else None
+        lse = torch.where(torch.isneginf(lse), torch.zeros_like(lse), lse)  # rows with no candidate: p = 0
         for start in range(0, c.shape[0], chunk_size):
             stop = min(start + chunk_size, c.shape[0])
             logits = _tile_logits(a, c, start, stop, scale, log_weights, row_labels, col_labels, own_column)
