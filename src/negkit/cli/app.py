@@ -243,3 +243,8 @@ def demo(
             f"{r.seconds:.2f}",
         )
     console.print(table)
+
+
+from negkit.cli.mine import mine_command  # noqa: E402
+
+app.command("mine")(mine_command)
