@@ -53,7 +53,7 @@ def test_embedding_cache_updates_by_index_and_tracks_age():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: Queue(0, 3), "size and dim must be >= 1"),
+        (lambda: Queue(0, 3), "size must be >= 1"),
         (lambda: Queue(3, 2).enqueue(torch.ones(2, 3)), "embeddings must have 2 features"),
         (lambda: Queue(3, 2).enqueue(torch.ones(2, 2), labels=torch.ones(3)), r"labels must have shape \[2\]"),
         (lambda: EmbeddingCache(4, 2).update(torch.tensor([4]), torch.ones(1, 2)), r"index must lie in \[0, 4\)"),

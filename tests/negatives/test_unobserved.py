@@ -39,5 +39,5 @@ def test_bad_input_is_a_clear_error():
         sample_unobserved(torch.tensor([0]), observed, 0)
     with pytest.raises(ValueError, match="2-D bool"):
         sample_unobserved(torch.tensor([0]), observed.float(), 1)
-    with pytest.raises(ValueError, match="1-D integer"):
+    with pytest.raises(ValueError, match="rows must hold integer ids"):
         sample_unobserved(torch.tensor([0.0]), observed, 1)

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from negkit.losses import DegenerateBatchError, strict
 from negkit.strategies import create_strategy, get_strategy, list_strategies, register_strategy
 from negkit.strategies.registry import StrategyLoss
 
@@ -120,9 +121,52 @@ def test_class_conditional_in_batch_negatives_are_label_masked_too():
     torch.testing.assert_close(loss, expected)
 
 
-def test_emc2_refuses_a_chain_that_recorded_nothing():
-    # One sample: both views carry the anchor's own id, so no proposal can be accepted.
+def test_emc2_skips_a_chain_that_recorded_nothing():
+    # One sample: both views carry the anchor's own id, so no proposal can be accepted: loss 0 (strict: an error).
     strategy = bound("emc2", k=4)
-    z = torch.randn(1, 8)
-    with pytest.raises(ValueError, match="recorded no state"):
-        strategy(z, z + 0.1, torch.tensor([0]), torch.tensor([0]))
+    z = torch.randn(1, 8, requires_grad=True)
+    loss = strategy(z, z + 0.1, torch.tensor([0]), torch.tensor([0]))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert (z.grad == 0).all()
+    with strict(), pytest.raises(DegenerateBatchError, match=r"anchors \[0\] have no negative"):
+        bound("emc2", k=4)(z, z + 0.1, torch.tensor([0]), torch.tensor([0]))
+
+
+@pytest.mark.parametrize("name", list_strategies(task="contrastive"))
+def test_every_strategy_trains_through_a_batch_of_one_sample(name):
+    # A trailing batch of one: no in-batch negative. Every strategy gives a finite loss whose backward works
+    # (0 where the batch was all it had), and a finite false-negative rate.
+    strategy = bound(name)
+    z1 = torch.randn(1, 8, requires_grad=True)
+    z2 = torch.randn(1, 8, requires_grad=True)
+    loss = strategy(z1, z2, torch.tensor([1]), torch.tensor([5]))
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(z1.grad).all()
+    assert strategy.false_negative_rate(torch.tensor([1])) == 0.0 or name in ("uniform-k", "hard-k", "mined-k", "ans")
+    if name in ("simclr", "dcl", "hucl", "sogclr", "queue"):  # in-batch negatives only (the queue is empty)
+        assert loss.item() == 0.0
+
+
+def test_ans_restored_mid_epoch_continues_identically():
+    # refresh() re-estimates AdaptiveK.noise_rate from the labels; it must be in the state_dict, or a run resumed
+    # mid-epoch (no refresh before its next step) would move K with the constructor's noise rate instead.
+    params = {"interval": 1, "initial_k": 4, "k_max": 64, "in_batch": True}
+    z = torch.randn(5, 2, 16, 8, generator=torch.Generator().manual_seed(3))
+    labels, index = torch.arange(16) % 4, torch.arange(16) * 3
+    running = bound("ans", **params)
+    assert running.schedule.noise_rate == pytest.approx(0.25)
+    for step in range(2):
+        running(z[step, 0], z[step, 1], labels, index)
+    restored = create_strategy("ans", **params)
+    restored.bind(200, 8)
+    restored.load_state_dict(running.state_dict())
+    restored.generator = torch.Generator()
+    restored.generator.set_state(running.generator.get_state())
+    assert restored.schedule.noise_rate == running.schedule.noise_rate
+    for step in range(2, 5):
+        expected = running(z[step, 0], z[step, 1], labels, index)
+        torch.testing.assert_close(restored(z[step, 0], z[step, 1], labels, index), expected, rtol=0, atol=0)
+        assert restored.schedule.k == running.schedule.k
+    assert "schedule.rho" in running.state_dict()

@@ -11,10 +11,9 @@ import operator
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from negkit._validation import check_labels, check_tensor
+from negkit._validation import check_labels, check_tensor, normalize_rows
 
 DEFAULT_CHUNK_SIZE = 1024
 
@@ -91,8 +90,9 @@ def compute_dtype(*tensors: Tensor) -> torch.dtype:
 
 
 def normalise(x: Tensor, dtype: torch.dtype) -> Tensor:
-    """Rows of ``x [N,d]`` cast to ``dtype`` and scaled to unit L2 norm."""
-    return F.normalize(x.to(dtype), p=2.0, dim=1)
+    """Rows of ``x [N,d]`` cast to ``dtype`` and scaled to unit L2 norm, scale-invariantly (rows ``× 1e30`` or
+    ``× 1e-30`` have the same direction; :func:`negkit._validation.normalize_rows`)."""
+    return normalize_rows(x.to(dtype), dim=1)
 
 
 def chunks(n: int, chunk_size: int) -> Iterator[tuple[int, int]]:

@@ -35,7 +35,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from negkit._validation import check_finite_scalar
+from negkit._validation import check_finite_scalar, check_int, check_mask, check_tensor
 
 
 def _check(noise_rate: float, q: float, harm: float) -> tuple[float, float, float]:
@@ -81,8 +81,7 @@ def optimal_k(
 ) -> int:
     """The K in ``[k_min, k_max]`` that maximises :func:`effectiveness` (closed form where there is one)."""
     rho, q, harm = _check(noise_rate, q, harm)
-    if not 1 <= k_min <= k_max:
-        raise ValueError(f"need 1 <= k_min <= k_max, got k_min={k_min}, k_max={k_max}")
+    k_min, k_max = _check_k_range(k_min, k_max)
     lam = 1.0 - rho
     if _check_model(model) == "per_negative":
         if harm == 0.0 or rho == 0.0:
@@ -101,6 +100,14 @@ def optimal_k(
     return max(sorted(candidates), key=lambda k: effectiveness(k, rho, q, harm, model=model))
 
 
+def _check_k_range(k_min: object, k_max: object) -> tuple[int, int]:
+    k_min = check_int("k_min", k_min, low=1)
+    k_max = check_int("k_max", k_max, low=1)
+    if k_min > k_max:
+        raise ValueError(f"need k_min <= k_max, got k_min={k_min}, k_max={k_max}")
+    return k_min, k_max
+
+
 def collision_rate(labels: Tensor, *, label_noise: float = 0.0, class_conditional: bool = False) -> float:
     """Estimate ``ρ`` from labels: ``Σ_c p_c²`` (the chance a uniform negative shares the anchor's class) plus the
     label-noise rate; with class-conditional negatives only the label noise makes false negatives."""
@@ -116,15 +123,28 @@ def ranking_quality(positive_scores: Tensor, negative_scores: Tensor, mask: Tens
     """``q``: share of (positive, true negative) pairs with the positive scored strictly higher.
 
     ``positive_scores [B]``, ``negative_scores [B, K]``, ``mask [B, K]`` marks the true negatives (``None``: all).
+
+    Raises:
+        ValueError: bad shapes, dtypes or non-finite scores, or no (positive, negative) pair to compare (``B = 0``,
+            ``K = 0`` or a mask that selects nothing): ``q`` is undefined there, never NaN.
     """
-    if positive_scores.dim() != 1 or negative_scores.dim() != 2 or negative_scores.shape[0] != positive_scores.shape[0]:
-        raise ValueError("positive_scores must be [B] and negative_scores [B, K]")
+    check_tensor("positive_scores", positive_scores, 1)
+    check_tensor("negative_scores", negative_scores, 2)
+    if negative_scores.shape[0] != positive_scores.shape[0]:
+        raise ValueError(
+            f"negative_scores must have shape [{positive_scores.shape[0]}, K] (B from positive_scores), "
+            f"got {tuple(negative_scores.shape)}"
+        )
     wins = (positive_scores.unsqueeze(1) > negative_scores).double()
-    if mask is None:
-        return float(wins.mean())
-    if not bool(mask.any()):
-        raise ValueError("mask selects no negative")
-    return float(wins[mask].mean())
+    if mask is not None:
+        mask = check_mask("mask", mask, tuple(negative_scores.shape), negative_scores.device)
+        wins = wins[mask]
+    if wins.numel() == 0:
+        raise ValueError(
+            "no (positive, negative) pair to compare: positive_scores/negative_scores are empty or mask selects no "
+            "negative"
+        )
+    return float(wins.mean())
 
 
 class AdaptiveK(nn.Module):
@@ -132,8 +152,9 @@ class AdaptiveK(nn.Module):
 
     Every step :meth:`update` folds the batch's ``q`` into an exponential moving average; every ``interval``
     steps it recomputes ``K* = optimal_k(noise_rate, q_ema)`` and moves K there geometrically
-    (``log K ← smoothing · log K + (1 − smoothing) · log K*``), clipped to ``[k_min, k_max]``. State (q, K, step)
-    lives in buffers, so it survives checkpoints.
+    (``log K ← smoothing · log K + (1 − smoothing) · log K*``), clipped to ``[k_min, k_max]``. State (q, K, step
+    and ``noise_rate``, which a strategy may re-estimate during training) lives in buffers, so it survives
+    checkpoints.
     """
 
     def __init__(
@@ -151,14 +172,14 @@ class AdaptiveK(nn.Module):
     ) -> None:
         super().__init__()
         self.model = _check_model(model)
-        self.noise_rate = check_finite_scalar("noise_rate", noise_rate, low=0.0, high=1.0, high_inclusive=False)
-        if interval < 1:
-            raise ValueError(f"interval must be >= 1, got {interval}")
-        self.interval = interval
+        self.register_buffer("rho", torch.zeros((), dtype=torch.float64))
+        self.noise_rate = noise_rate
+        self.interval = check_int("interval", interval, low=1)
         self.momentum = check_finite_scalar("momentum", momentum, low=0.0, high=1.0, high_inclusive=False)
         self.smoothing = check_finite_scalar("smoothing", smoothing, low=0.0, high=1.0, high_inclusive=False)
+        k_min, k_max = _check_k_range(k_min, k_max)
         self.k_min, self.k_max, self.harm = k_min, k_max, check_finite_scalar("harm", harm, low=0.0)
-        start = initial_k if initial_k is not None else k_min
+        start = check_int("initial_k", initial_k if initial_k is not None else k_min, low=1)
         if not k_min <= start <= k_max:
             raise ValueError(f"initial_k must lie in [{k_min}, {k_max}], got {start}")
         self.register_buffer("q", torch.tensor(float("nan"), dtype=torch.float64))
@@ -166,8 +187,24 @@ class AdaptiveK(nn.Module):
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     @property
+    def noise_rate(self) -> float:
+        """``ρ``, the false-negative rate K is optimised for; a buffer (``rho``), so it is checkpointed."""
+        return float(self.rho)
+
+    @noise_rate.setter
+    def noise_rate(self, value: float) -> None:
+        self.rho.fill_(check_finite_scalar("noise_rate", value, low=0.0, high=1.0, high_inclusive=False))
+
+    @property
     def k(self) -> int:
         return int(min(self.k_max, max(self.k_min, round(math.exp(float(self.log_k))))))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        # checkpoints written before noise_rate was a buffer lack "rho": keep the constructor's value for them
+        missing_keys = args[2]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "rho" in missing_keys and prefix + "rho" not in state_dict:
+            missing_keys.remove(prefix + "rho")
 
     def update(self, batch_q: float) -> int:
         """Record this step's ``q``; return the K to use for the next step."""

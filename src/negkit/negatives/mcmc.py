@@ -5,10 +5,19 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from negkit._validation import check_compatible, check_finite_scalar, check_tensor, count_non_finite
+from negkit._validation import (
+    check_compatible,
+    check_features,
+    check_finite_scalar,
+    check_ids,
+    check_int,
+    check_tensor,
+    count_non_finite,
+    degenerate,
+    normalize_rows,
+)
 from negkit.negatives.types import Negatives
 
 
@@ -39,10 +48,9 @@ class MCMCSampler(nn.Module):
 
     def __init__(self, num_samples: int, k: int, beta: float, burn_in: float = 0.5) -> None:
         super().__init__()
-        if num_samples < 1 or k < 1:
-            raise ValueError(f"num_samples and k must be >= 1, got num_samples={num_samples}, k={k}")
-        self.num_samples, self.k = num_samples, int(k)
-        self.beta = check_finite_scalar("beta", beta)
+        self.num_samples = check_int("num_samples", num_samples, low=1)
+        self.k = check_int("k", k, low=1)
+        self.beta = check_finite_scalar("beta", beta, low=-1e30, high=1e30)
         self.burn_in = check_finite_scalar("burn_in", burn_in, low=0.0, high=1.0, high_inclusive=False)
         self.steps = math.ceil(self.k / (1.0 - self.burn_in))
         self.register_buffer("state", torch.full((num_samples,), -1, dtype=torch.long))
@@ -78,22 +86,33 @@ class MCMCSampler(nn.Module):
         whole dataset), in which case every state is in the pool. ``exclude_ids [B]``: the pool id chain i never
         moves to; by default the anchor's own id (anchors and pool share one id space). When they do not — e.g.
         queries over a document corpus — pass the anchor's positive document. Cost: O(T · B · d), independent of N.
+
+        An empty pool, a pool of another width, ids that are not integer tensors of the right length or range,
+        and NaN/inf rows are errors. An empty batch of anchors gets an empty ``[0, k]`` result (strict mode:
+        :class:`~negkit.losses.DegenerateBatchError`) and leaves the chains as they are.
         """
-        check_tensor("anchors", anchors, 2)
+        check_features("anchors", anchors, 2)
         check_tensor("pool", pool, 2, finite=False)  # proposals are checked as they are read: O(B·d) per step
         check_compatible("anchors", anchors, pool=pool)
         batch, size = anchors.shape[0], pool.shape[0]
-        if anchor_ids.dim() != 1 or anchor_ids.shape[0] != batch:
-            raise ValueError(f"anchor_ids must have shape [{batch}], got {tuple(anchor_ids.shape)}")
-        if int(anchor_ids.min()) < 0 or int(anchor_ids.max()) >= self.num_samples:
+        if pool.shape[1] != anchors.shape[1]:
+            raise ValueError(f"pool must have {anchors.shape[1]} features like anchors, got {pool.shape[1]}")
+        if size == 0:
+            raise ValueError("pool is empty (0 rows): the chains have nothing to propose")
+        check_ids("anchor_ids", anchor_ids, batch)
+        if batch and (int(anchor_ids.min()) < 0 or int(anchor_ids.max()) >= self.num_samples):
             raise ValueError(f"anchor_ids must lie in [0, {self.num_samples})")
-        if pool_ids is not None and (pool_ids.dim() != 1 or pool_ids.shape[0] != size):
-            raise ValueError(f"pool_ids must have shape [{size}], got {tuple(pool_ids.shape)}")
+        if pool_ids is not None:
+            check_ids("pool_ids", pool_ids, size)
         if exclude_ids is None:
             exclude_ids = anchor_ids
-        elif exclude_ids.shape != anchor_ids.shape:
-            raise ValueError(f"exclude_ids must have shape [{batch}], got {tuple(exclude_ids.shape)}")
-        a = F.normalize(anchors.float(), dim=1)
+        else:
+            check_ids("exclude_ids", exclude_ids, batch)
+        if batch == 0:
+            degenerate("anchors is empty (0 rows): no chain to advance")
+            self.last_state_ids = torch.empty(0, self.k, dtype=torch.long)
+            return Negatives(torch.empty(0, self.k, dtype=torch.long), None)
+        a = normalize_rows(anchors.float(), dim=1)
         ids_of = (lambda rows: rows) if pool_ids is None else (lambda rows: pool_ids[rows])
 
         state = self.state[anchor_ids].clone()
@@ -109,7 +128,7 @@ class MCMCSampler(nn.Module):
             rows = pool[proposal]
             if count_non_finite(rows):
                 raise ValueError("pool contains non-finite values (NaN or inf) in the proposed rows")
-            log_proposal = self.beta * (a * F.normalize(rows.float(), dim=1)).sum(dim=1)
+            log_proposal = self.beta * (a * normalize_rows(rows.float(), dim=1)).sum(dim=1)
             log_uniform = torch.log(torch.rand(batch, generator=generator).clamp_min(1e-30))
             accept = (log_uniform < log_proposal - log_target) & (proposal_ids != exclude_ids)
             state = torch.where(accept, proposal_ids, state)

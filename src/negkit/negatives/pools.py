@@ -1,11 +1,15 @@
-"""Pools of candidate negatives beyond the batch. All state lives in persistent buffers (``state_dict``)."""
+"""Pools of candidate negatives beyond the batch. All state lives in persistent buffers (``state_dict``).
+
+Writes are checked: embeddings must be finite ``[B, dim]`` floats, labels and ids integer tensors of length
+``B`` (a float label 0.5 is an error, never truncated to 0), masks bool or 0/1.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from negkit._validation import check_tensor
+from negkit._validation import check_ids, check_int, check_mask, check_tensor
 
 
 def _check_rows(name: str, x: Tensor, dim: int) -> None:
@@ -15,8 +19,9 @@ def _check_rows(name: str, x: Tensor, dim: int) -> None:
 
 
 def _check_vector(name: str, x: Tensor | None, length: int) -> None:
-    if x is not None and (x.dim() != 1 or x.shape[0] != length):
-        raise ValueError(f"{name} must have shape [{length}], got {tuple(x.shape)}")
+    """An optional integer ``[length]`` vector of labels or ids."""
+    if x is not None:
+        check_ids(name, x, length)
 
 
 class Queue(nn.Module):
@@ -29,9 +34,7 @@ class Queue(nn.Module):
 
     def __init__(self, size: int, dim: int, *, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        if size < 1 or dim < 1:
-            raise ValueError(f"size and dim must be >= 1, got size={size}, dim={dim}")
-        self.size, self.dim = size, dim
+        self.size, self.dim = check_int("size", size, low=1), check_int("dim", dim, low=1)
         self.register_buffer("queue_embeddings", torch.zeros(size, dim, dtype=dtype))
         self.register_buffer("queue_labels", torch.full((size,), -1, dtype=torch.long))
         self.register_buffer("queue_ids", torch.full((size,), -1, dtype=torch.long))
@@ -47,9 +50,8 @@ class Queue(nn.Module):
         batch = embeddings.shape[0]
         _check_vector("labels", labels, batch)
         _check_vector("ids", ids, batch)
-        _check_vector("mask", mask, batch)
         if mask is not None:
-            keep = mask.bool()
+            keep = check_mask("mask", mask, (batch,), embeddings.device)
             embeddings = embeddings[keep]
             labels = labels[keep] if labels is not None else None
             ids = ids[keep] if ids is not None else None
@@ -110,9 +112,8 @@ class EmbeddingCache(nn.Module):
 
     def __init__(self, num_samples: int, dim: int, *, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        if num_samples < 1 or dim < 1:
-            raise ValueError(f"num_samples and dim must be >= 1, got num_samples={num_samples}, dim={dim}")
-        self.num_samples, self.dim = num_samples, dim
+        self.num_samples = check_int("num_samples", num_samples, low=1)
+        self.dim = check_int("dim", dim, low=1)
         self.register_buffer("table", torch.zeros(num_samples, dim, dtype=dtype))
         self.register_buffer("labels", torch.full((num_samples,), -1, dtype=torch.long))
         self.register_buffer("written_at", torch.full((num_samples,), -1, dtype=torch.long))
@@ -122,7 +123,7 @@ class EmbeddingCache(nn.Module):
     def update(self, index: Tensor, embeddings: Tensor, labels: Tensor | None = None) -> None:
         """Write ``embeddings [B, dim]`` (detached) into rows ``index [B]`` (and their ``labels [B]``)."""
         _check_rows("embeddings", embeddings, self.dim)
-        _check_vector("index", index, embeddings.shape[0])
+        check_ids("index", index, embeddings.shape[0])
         _check_vector("labels", labels, embeddings.shape[0])
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.num_samples):
             raise ValueError(

@@ -11,10 +11,9 @@ import itertools
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from negkit._validation import check_tensor
+from negkit._validation import check_compatible, check_features, check_ids, check_int, check_labels, normalize_rows
 from negkit.negatives.types import Negatives
 
 #: Edges of the hardness histogram over the rank percentile (rank / eligible rows), in [0, 1].
@@ -62,16 +61,49 @@ def negative_report(
 
     Ranks count, for each sampled negative, the eligible pool rows (the anchor's own id excluded) that are
     more similar to the anchor; they are computed chunk by chunk, never as a ``[B, N]`` matrix.
+
+    Raises:
+        ValueError: bad shapes, dtypes or non-finite values; ``negatives`` that are not integer indices into
+            ``[0, N)`` (``-1`` placeholders included); labels, ids or positives of the wrong length; nothing to
+            report (no anchor or no negative).
     """
-    check_tensor("anchors", anchors, 2)
-    check_tensor("pool", pool, 2)
+    check_features("anchors", anchors, 2)
+    check_features("pool", pool, 2)
+    check_compatible("anchors", anchors, pool=pool)
+    if pool.shape[1] != anchors.shape[1]:
+        raise ValueError(f"pool must have {anchors.shape[1]} features like anchors, got {pool.shape[1]}")
+    chunk_size = check_int("chunk_size", chunk_size, low=1)
     indices = negatives.indices if isinstance(negatives, Negatives) else negatives
-    if indices.dim() != 2 or indices.shape[0] != anchors.shape[0]:
+    if not isinstance(indices, Tensor) or indices.dim() != 2 or indices.shape[0] != anchors.shape[0]:
+        shape = tuple(indices.shape) if isinstance(indices, Tensor) else type(indices).__name__
+        raise ValueError(f"negatives must index the pool with shape [{anchors.shape[0]}, K], got {shape}")
+    check_ids("negatives", indices.reshape(-1))
+    if indices.numel() == 0:
+        raise ValueError(f"negatives is empty (shape {tuple(indices.shape)}): there is nothing to report")
+    if int(indices.min()) < 0 or int(indices.max()) >= pool.shape[0]:
         raise ValueError(
-            f"negatives must index the pool with shape [{anchors.shape[0]}, K], got {tuple(indices.shape)}"
+            f"negatives must index rows of the pool, in [0, {pool.shape[0]}), got values in "
+            f"[{int(indices.min())}, {int(indices.max())}]"
         )
-    a = F.normalize(anchors.detach().float(), dim=1)
-    p = F.normalize(pool.detach().float(), dim=1)
+    rows, size = anchors.shape[0], pool.shape[0]
+    if (anchor_labels is None) != (pool_labels is None):
+        raise ValueError("give both anchor_labels and pool_labels, or neither")
+    if anchor_labels is not None:
+        anchor_labels = check_labels("anchor_labels", anchor_labels, rows, anchors.device)
+        pool_labels = check_labels("pool_labels", pool_labels, size, anchors.device)
+    if (anchor_ids is None) != (pool_ids is None):
+        raise ValueError("give both anchor_ids and pool_ids, or neither")
+    if anchor_ids is not None:
+        check_ids("anchor_ids", anchor_ids, rows)
+        check_ids("pool_ids", pool_ids, size)
+    if positives is not None:
+        check_features("positives", positives, 2)
+        if positives.shape != anchors.shape:
+            raise ValueError(
+                f"positives must have the shape of anchors {tuple(anchors.shape)}, got {tuple(positives.shape)}"
+            )
+    a = normalize_rows(anchors.detach().float(), dim=1)
+    p = normalize_rows(pool.detach().float(), dim=1)
     # Gather each negative's similarity from the same chunked products used for the ranks, so that a negative is
     # never counted as more similar than itself through rounding differences between two kernels.
     negative_sims = torch.zeros(indices.shape)
@@ -86,7 +118,7 @@ def negative_report(
         fnr = float((pool_labels[indices] == anchor_labels.unsqueeze(1)).double().mean())
     positive_mean = above = None
     if positives is not None:
-        positive_sims = (a * F.normalize(positives.detach().float(), dim=1)).sum(dim=1)
+        positive_sims = (a * normalize_rows(positives.detach().float(), dim=1)).sum(dim=1)
         positive_mean = float(positive_sims.mean())
         above = float((negative_sims >= positive_sims.unsqueeze(1)).double().mean())
 

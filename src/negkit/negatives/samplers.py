@@ -11,7 +11,11 @@ labels), the others check each chunk of rows for NaN/inf as they read it.
 Eligibility, shared by all samplers: a pool row whose id equals the anchor's id is never its negative (the
 anchor itself, or its other view); class-conditional samplers also drop rows with the anchor's label.
 Asking for more negatives than an anchor has eligible rows is a ``ValueError`` naming both numbers, unless
-``replacement=True``. Work is chunked over the pool (``chunk_size`` columns at a time), so memory is
+``replacement=True``; so is an empty pool, labels or ids that are not integer tensors of the right length, and
+a pool row that is NaN or inf. An empty batch of anchors is degenerate but legal: it gets an empty ``[0, k]``
+result (in strict mode, :func:`negkit.losses.strict`, a :class:`~negkit.losses.DegenerateBatchError`). Cosine
+similarity is scale-invariant (:func:`negkit._validation.normalize_rows`; an all-zero row has cosine 0).
+Work is chunked over the pool (``chunk_size`` columns at a time), so memory is
 ``O(B · chunk_size)`` whatever N is.
 """
 
@@ -21,17 +25,22 @@ import abc
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from negkit._optional import available, require
 from negkit._validation import (
     check_compatible,
+    check_features,
     check_finite_scalar,
+    check_ids,
+    check_int,
+    check_labels,
     check_similarity,
     check_tensor,
     count_non_finite,
+    degenerate,
     format_rows,
+    normalize_rows,
 )
 from negkit.negatives.sampling import (
     ChunkLogits,
@@ -46,20 +55,23 @@ from negkit.negatives.sampling import (
 )
 from negkit.negatives.types import Negatives
 
+#: Largest |beta| of the hardness tilt: ``beta · s`` must stay far from float32's 3.4e38.
+_MAX_BETA = 1e30
+
 
 class NegativeSampler(abc.ABC):
     """Base class: input checks, eligibility masks and the similarity of anchors to pool chunks."""
 
     #: whether the sampler drops pool rows that share the anchor's label
     class_conditional: bool = False
+    #: whether the sampler returns log-weights (``None`` for deterministic mining)
+    weighted: bool = True
 
     def __init__(self, k: int, *, replacement: bool = False, similarity: str = "cosine", chunk_size: int = 8192):
-        if int(k) < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        k = check_int("k", k, low=1)
+        chunk_size = check_int("chunk_size", chunk_size, low=1)
         check_similarity(similarity)
-        self.k, self.replacement, self.similarity, self.chunk_size = int(k), replacement, similarity, chunk_size
+        self.k, self.replacement, self.similarity, self.chunk_size = k, bool(replacement), similarity, chunk_size
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -78,20 +90,22 @@ class NegativeSampler(abc.ABC):
         generator: torch.Generator | None = None,
     ) -> Negatives:
         """Choose ``k`` negatives in ``pool`` for every anchor; see the module docstring."""
-        check_tensor("anchors", anchors, 2)
+        check_features("anchors", anchors, 2)
         check_tensor("pool", pool, 2, finite=False)  # the rows a sampler reads are checked as it reads them
         check_compatible("anchors", anchors, pool=pool)
         if pool.shape[1] != anchors.shape[1]:
             raise ValueError(f"pool must have {anchors.shape[1]} features like anchors, got {pool.shape[1]}")
         rows, size = anchors.shape[0], pool.shape[0]
-        for name, value, length in (
-            ("anchor_labels", anchor_labels, rows),
-            ("pool_labels", pool_labels, size),
-            ("anchor_ids", anchor_ids, rows),
-            ("pool_ids", pool_ids, size),
-        ):
-            if value is not None and (value.dim() != 1 or value.shape[0] != length):
-                raise ValueError(f"{name} must have shape [{length}], got {tuple(value.shape)}")
+        if size == 0:
+            raise ValueError("pool is empty (0 rows): there is nothing to draw negatives from")
+        if anchor_labels is not None:
+            anchor_labels = check_labels("anchor_labels", anchor_labels, rows, anchors.device)
+        if pool_labels is not None:
+            pool_labels = check_labels("pool_labels", pool_labels, size, anchors.device)
+        if anchor_ids is not None:
+            check_ids("anchor_ids", anchor_ids, rows)
+        if pool_ids is not None:
+            check_ids("pool_ids", pool_ids, size)
         if (anchor_ids is None) != (pool_ids is None):
             raise ValueError("anchor_ids and pool_ids must be given together")
         if self.class_conditional and (anchor_labels is None or pool_labels is None):
@@ -100,6 +114,10 @@ class NegativeSampler(abc.ABC):
             check_tensor("positives", positives, 2)
             if positives.shape != anchors.shape:
                 raise ValueError(f"positives must have the shape of anchors {tuple(anchors.shape)}")
+        if rows == 0:
+            degenerate("anchors is empty (0 rows): no negatives to choose")
+            empty = torch.empty(0, self.k, dtype=torch.long, device=anchors.device)
+            return Negatives(empty, torch.empty(0, self.k, device=anchors.device) if self.weighted else None)
         eligibility = Eligibility(
             anchor_ids=anchor_ids,
             pool_ids=pool_ids,
@@ -120,7 +138,7 @@ class NegativeSampler(abc.ABC):
     def _prepare(self, x: Tensor) -> Tensor:
         """Rows as the similarity sees them (detached float32, L2-normalised for cosine)."""
         x = x.detach().float()
-        return F.normalize(x, dim=1) if self.similarity == "cosine" else x
+        return normalize_rows(x, dim=1) if self.similarity == "cosine" else x
 
     def _scores(self, anchors: Tensor, pool: Tensor) -> ChunkLogits:
         """Similarities of the anchors to a pool chunk; the pool is prepared chunk by chunk, never copied whole."""
@@ -130,7 +148,13 @@ class NegativeSampler(abc.ABC):
             chunk = pool[start:stop]
             if count_non_finite(chunk):
                 raise ValueError(f"pool contains non-finite values (NaN or inf) in rows {start}..{stop - 1}")
-            return a @ self._prepare(chunk).T
+            scores = a @ self._prepare(chunk).T
+            if count_non_finite(scores):
+                raise ValueError(
+                    f"similarity={self.similarity!r} of anchors and pool rows {start}..{stop - 1} overflows float32; "
+                    "scale the inputs down or use similarity='cosine'"
+                )
+            return scores
 
         return scores
 
@@ -218,12 +242,19 @@ class HardnessSampler(NegativeSampler):
         chunk_size: int = 8192,
     ) -> None:
         super().__init__(k, replacement=replacement, similarity=similarity, chunk_size=chunk_size)
-        self.beta = check_finite_scalar("beta", beta)
-        self.class_conditional = class_conditional
+        self.beta = check_finite_scalar("beta", beta, low=-_MAX_BETA, high=_MAX_BETA)
+        self.class_conditional = bool(class_conditional)
 
     def _logits(self, anchors: Tensor, pool: Tensor) -> ChunkLogits | None:
         scores = self._scores(anchors, pool)
-        return lambda start, stop: self.beta * scores(start, stop)
+
+        def logits(start: int, stop: int) -> Tensor:
+            tilted = self.beta * scores(start, stop)
+            if count_non_finite(tilted):
+                raise ValueError(f"beta = {self.beta:g} times the similarities overflows float32; lower beta")
+            return tilted
+
+        return logits
 
     def _sample(self, view: PoolView, generator: torch.Generator | None) -> Negatives:
         self._check_counts(view, self.k)
@@ -254,8 +285,11 @@ class MinedSampler(NegativeSampler):
     ``pip install 'negkit[faiss]'``). ``"auto"`` uses faiss for pools of ``faiss_threshold`` rows or more searched
     by at least ``faiss_min_queries`` anchors at once, when it is installed: measured here (benchmarks/results),
     faiss is ~1.6× slower than the chunked search for 256 anchors but ~3.5× faster for blocks of 1,024 anchors
-    against 10⁶ rows. Mined negatives are a deterministic, biased choice: ``log_weights`` is ``None``.
+    against 10⁶ rows. Mined negatives are a deterministic, biased choice: ``log_weights`` is ``None``. Both
+    backends read the same pool the same way: a NaN or inf row is an error, an empty pool too.
     """
+
+    weighted = False
 
     def __init__(
         self,
@@ -273,7 +307,10 @@ class MinedSampler(NegativeSampler):
         chunk_size: int = 8192,
     ) -> None:
         super().__init__(k, replacement=False, similarity=similarity, chunk_size=chunk_size)
-        lo, hi = rank_window if rank_window is not None else (0, self.k)
+        window = rank_window if rank_window is not None else (0, self.k)
+        if not isinstance(window, tuple | list) or len(window) != 2:
+            raise ValueError(f"rank_window must be a pair (lo, hi), got {rank_window!r}")
+        lo, hi = (check_int("rank_window", bound, low=0) for bound in window)
         if not 0 <= lo < hi:
             raise ValueError(f"rank_window must be (lo, hi) with 0 <= lo < hi, got {rank_window}")
         if hi - lo < self.k:
@@ -284,6 +321,8 @@ class MinedSampler(NegativeSampler):
             raise ValueError(f"fill must be 'error' or 'uniform', got {fill!r}")
         if backend not in ("auto", "exact", "faiss"):
             raise ValueError(f"backend must be 'auto', 'exact' or 'faiss', got {backend!r}")
+        faiss_threshold = check_int("faiss_threshold", faiss_threshold, low=0)
+        faiss_min_queries = check_int("faiss_min_queries", faiss_min_queries, low=0)
         self.rank_window = (lo, hi)
         self.margin = None if margin is None else check_finite_scalar("margin", margin)
         self.relative_margin = (
@@ -377,7 +416,14 @@ class MinedSampler(NegativeSampler):
         a = self._prepare(anchors)
         index = faiss.IndexFlatIP(pool.shape[1])
         for start in range(0, pool.shape[0], 65536):  # add the pool chunk by chunk: no full normalised copy
-            index.add(self._prepare(pool[start : start + 65536]).contiguous().numpy())
+            chunk = pool[start : start + 65536]
+            if count_non_finite(chunk):  # as the exact search does: a NaN row is an error, never skipped
+                stop = start + chunk.shape[0]
+                raise ValueError(f"pool contains non-finite values (NaN or inf) in rows {start}..{stop - 1}")
+            prepared = self._prepare(chunk)
+            if count_non_finite(prepared):
+                raise ValueError(f"similarity='dot' of pool rows {start}.. overflows float32; scale the pool down")
+            index.add(prepared.contiguous().numpy())
         rows = view.rows
         out_index = torch.full((rows, hi), -1, dtype=torch.long)
         out_score = torch.full((rows, hi), float("-inf"))

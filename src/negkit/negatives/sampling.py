@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from negkit._validation import check_ids, check_int
+
 ChunkLogits = Callable[[int, int], Tensor]  # (start, stop) -> [B, stop - start]
 
 
@@ -280,12 +282,15 @@ def sample_unobserved(
     ``C`` columns, redraw the observed ones; the expected rounds are ``1 / (1 − observed share)``, so a row with
     no unobserved column is an error, not a hang.
     """
-    if observed.dim() != 2 or observed.dtype != torch.bool:
-        raise ValueError(f"observed must be a 2-D bool tensor, got {observed.dtype} {tuple(observed.shape)}")
-    if rows.dim() != 1 or rows.is_floating_point():
-        raise ValueError(f"rows must be a 1-D integer tensor, got {rows.dtype} {tuple(rows.shape)}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    if not isinstance(observed, Tensor) or observed.dim() != 2 or observed.dtype != torch.bool:
+        shape = f"{observed.dtype} {tuple(observed.shape)}" if isinstance(observed, Tensor) else type(observed).__name__
+        raise ValueError(f"observed must be a 2-D bool tensor, got {shape}")
+    check_ids("rows", rows)
+    k = check_int("k", k, low=1)
+    if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= observed.shape[0]):
+        raise ValueError(f"rows must lie in [0, {observed.shape[0]}) (the rows of observed)")
+    if observed.shape[1] == 0:
+        raise ValueError("observed has no column to sample from")
     full = observed[rows].all(dim=1)
     if bool(full.any()):
         raise ValueError(f"row {int(rows[full][0])} has no unobserved column to sample from")

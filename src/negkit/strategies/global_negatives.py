@@ -7,9 +7,9 @@ their default hyper-parameters from it.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from negkit._validation import normalize_rows
 from negkit.losses import get_loss
 from negkit.negatives import EmbeddingCache, HardnessSampler, MCMCSampler, NegativeSampler
 from negkit.strategies.registry import StrategyLoss, register_strategy
@@ -81,7 +81,7 @@ class EMC2(StrategyLoss):
     def forward(self, z1: Tensor, z2: Tensor, labels: Tensor, index: Tensor) -> Tensor:
         views = torch.cat([z1, z2])
         view_ids = torch.cat([index, index])
-        unit = F.normalize(views, dim=1)
+        unit = normalize_rows(views, dim=1)
         losses = []
         for anchors, positives in ((z1, z2), (z2, z1)):
             negatives = self.sampler.sample(
@@ -89,15 +89,14 @@ class EMC2(StrategyLoss):
             )
             in_batch = negatives.indices >= 0
             state_ids = self.sampler.last_state_ids
-            # A recorded state is unset (-1) only if every proposal of a fresh chain was the anchor's own id.
+            # A recorded state is unset (-1) only if every proposal of a fresh chain was the anchor's own id (a
+            # batch of one sample): the loss skips an anchor with no recorded state (strict mode: an error).
             recorded = in_batch | (state_ids >= 0)
-            if not bool(recorded.any(dim=1).all()):
-                raise ValueError("an EMC2 chain recorded no state: the batch offered it no proposal but its own id")
             # In-batch states carry gradient; the others are cache rows, and only the gathered ones are
             # normalised: the step's cost does not grow with the dataset.
-            stale = F.normalize(self.cache.table[state_ids.clamp(min=0)], dim=2)
+            stale = normalize_rows(self.cache.table[state_ids.clamp(min=0)], dim=2)
             negative_vectors = torch.where(in_batch.unsqueeze(2), unit[negatives.indices.clamp(min=0)], stale)
-            a, p = F.normalize(anchors, dim=1), F.normalize(positives, dim=1)
+            a, p = normalize_rows(anchors, dim=1), normalize_rows(positives, dim=1)
             losses.append(self.loss(a, p, negative_vectors, negative_mask=recorded))
         self.cache.update(index, z2.detach(), labels)
         return 0.5 * (losses[0] + losses[1]).mean()

@@ -63,8 +63,11 @@ class StrategyLoss(nn.Module, abc.ABC):
         """Receive the projections ``[N, dim]`` of the whole training set (only if ``needs_refresh``)."""
 
     def false_negative_rate(self, labels: Tensor) -> float:
-        """Share of this batch's negatives that have the anchor's label (in-batch negatives by default)."""
-        return 0.0 if self.masks_same_label_negatives else in_batch_false_negative_rate(labels)
+        """Share of this batch's negatives that have the anchor's label (in-batch negatives by default; 0 for a
+        batch of one sample, which has no in-batch negative)."""
+        if self.masks_same_label_negatives or len(labels) < 2:
+            return 0.0
+        return in_batch_false_negative_rate(labels)
 
     def negative_sampler(self, batch_size: int) -> NegativeSampler:
         """A sampler with the distribution of this strategy's negatives (in-batch: ``batch_size − 1`` rows)."""

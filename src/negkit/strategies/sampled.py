@@ -14,9 +14,9 @@ from __future__ import annotations
 import abc
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from negkit._validation import normalize_rows
 from negkit.losses import get_loss
 from negkit.metrics import false_negative_rate, in_batch_false_negative_rate
 from negkit.negatives import (
@@ -80,7 +80,7 @@ class CachedNegatives(StrategyLoss):
             positives=z2,
             generator=self.generator,
         )
-        self._last_fnr = false_negative_rate(labels, cache.labels[negatives.indices])
+        self._last_fnr = false_negative_rate(labels, cache.labels[negatives.indices]) if len(labels) else 0.0
         gathered = negatives.gather(cache.table)
         if not self.importance_weights or gathered.log_weights is None:
             gathered = gathered._replace(log_weights=None)
@@ -186,11 +186,11 @@ class QueueStrategy(StrategyLoss):
 
     def forward(self, z1: Tensor, z2: Tensor, labels: Tensor, index: Tensor) -> Tensor:
         queued = self.queue.embeddings
-        in_batch, queue_size = len(labels) - 1, len(queued)
-        rate = in_batch_false_negative_rate(labels) * in_batch
-        if queue_size:
+        in_batch, queue_size = max(0, len(labels) - 1), len(queued)
+        rate = in_batch_false_negative_rate(labels) * in_batch if in_batch else 0.0
+        if queue_size and len(labels):
             rate += false_negative_rate(labels, self.queue.labels.expand(len(labels), -1)) * queue_size
-        self._last_fnr = rate / (in_batch + queue_size)
+        self._last_fnr = rate / max(1, in_batch + queue_size)
         loss = self.loss(z1, z2, queued if len(queued) else None)
         self.queue.enqueue(z2.detach(), labels, index)
         return loss
@@ -258,7 +258,7 @@ class ANS(CachedNegatives):
     def forward(self, z1: Tensor, z2: Tensor, labels: Tensor, index: Tensor) -> Tensor:
         loss = super().forward(z1, z2, labels, index)
         with torch.no_grad():
-            a, p = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+            a, p = normalize_rows(z1, dim=1), normalize_rows(z2, dim=1)
             scores = a @ p.T
             true_negatives = labels.unsqueeze(1) != labels.unsqueeze(0)
             if bool(true_negatives.any()):
