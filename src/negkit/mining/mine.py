@@ -268,9 +268,15 @@ def _embeddings(
             from negkit.models.text import load_sentence_encoder
 
             try:
-                encoder.append(load_sentence_encoder(settings.max_seq_length, settings.model).eval())
+                model = load_sentence_encoder(settings.max_seq_length, settings.model).eval()
             except FileNotFoundError as error:
                 raise MiningError(str(error)) from None
+            config = getattr(getattr(model[0], "auto_model", None), "config", None)
+            limit = getattr(config, "max_position_embeddings", None)
+            if isinstance(limit, int) and model.max_seq_length > limit:  # e.g. 256 asked of a 128-position model
+                logger.info("max_seq_length %d > the model's %d positions", model.max_seq_length, limit)
+                model.max_seq_length = limit
+            encoder.append(model)
         return encoder[0]
 
     common = {
