@@ -200,7 +200,7 @@ class NegkitLoss(nn.Module):
     @property
     def scale(self) -> float:
         """sentence-transformers' ``scale``, ``1 / temperature``."""
-        return 1.0 / float(self.temperature)
+        return 1.0 / _value(self.temperature)
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         """Embed the columns with ``self.model`` and return the scalar loss.
@@ -289,7 +289,7 @@ class NegkitLoss(nn.Module):
         """The hyper-parameters, for the model card."""
         return {
             "loss": self.loss_name,
-            "temperature": float(self.temperature),
+            "temperature": _value(self.temperature),
             "symmetric": self.symmetric,
             "use_labels": self.use_labels,
             **self.loss_kwargs,
@@ -302,6 +302,10 @@ class NegkitLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.get_config_dict().items())
+
+
+def _value(temperature: float | Tensor) -> float:
+    return float(temperature.detach()) if isinstance(temperature, Tensor) else float(temperature)
 
 
 def _check_columns(count: int) -> None:
