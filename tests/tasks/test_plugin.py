@@ -47,6 +47,13 @@ class ToyTask(Task):
     def datasets(cls):
         return ["clusters"]
 
+    @classmethod
+    def dataset_loader(cls, name):
+        def clusters(*, seed: int = 0, spread: float = 1.0):
+            raise AssertionError("never called: the task makes its data in load()")
+
+        return clusters
+
     def load(self):
         settings = self.config.toy
         generator = torch.Generator().manual_seed(self.config.seed)
@@ -130,6 +137,8 @@ def test_the_task_and_its_strategies_are_registered_and_validated():
         build_config({"task": "toy", "strategies": ["simclr"]})
     with pytest.raises(ConfigError, match=r"toy\.samples"):
         build_config({"task": "toy", "toy": {"samples": 1}})
+    with pytest.raises(ConfigError, match=r"dataset_options\.spread: expected float"):
+        build_config({"task": "toy", "dataset_options": {"spread": "wide"}})
     with pytest.raises(ConfigError, match="a section of the toy task"):
         build_config({"task": "contrastive", "toy": {"samples": 10}})
 

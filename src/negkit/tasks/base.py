@@ -98,6 +98,7 @@ class Task(abc.ABC):
         default_strategies: the strategies of a config that lists none.
         step_fields: per-step numbers every epoch record carries (mean over the epoch's steps; 0 if never logged).
         columns: the summary table's columns; the first is the headline metric (higher is better).
+        reserved_options, extra_options: how ``dataset_options`` map onto the dataset loader's parameters.
     """
 
     name: ClassVar[str]
@@ -108,6 +109,9 @@ class Task(abc.ABC):
     default_strategies: ClassVar[tuple[str, ...]]
     step_fields: ClassVar[tuple[str, ...]] = ()
     columns: ClassVar[tuple[Column, ...]]
+    #: loader parameters the task sets itself (not ``dataset_options``), and options it adds to every loader
+    reserved_options: ClassVar[tuple[str, ...]] = ("seed",)
+    extra_options: ClassVar[dict[str, type]] = {}
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -132,9 +136,21 @@ class Task(abc.ABC):
         return None
 
     @classmethod
+    @abc.abstractmethod
+    def dataset_loader(cls, name: str) -> Callable[..., Any]:
+        """The loader of the built-in dataset ``name`` (its keyword parameters are the dataset's options)."""
+
+    @classmethod
     def check_config(cls, config: Any) -> None:
-        """Raise ``ValueError`` on a combination of settings this task cannot run (checked at config time)."""
-        return None
+        """Raise ``ValueError`` on settings this task cannot run (checked at config time). By default: the
+        ``dataset_options`` of a built-in dataset against its loader (:func:`check_dataset_options`)."""
+        if config.dataset is not None:
+            check_dataset_options(
+                cls.dataset_loader(config.dataset),
+                config.dataset_options,
+                reserved=cls.reserved_options,
+                extra=cls.extra_options,
+            )
 
     @classmethod
     def summary_columns(cls, config: dict[str, Any]) -> tuple[Column, ...]:

@@ -37,7 +37,7 @@ from negkit.negatives import negative_report
 from negkit.report import plots
 from negkit.report.tables import k_sweep_points, negatives_table
 from negkit.strategies import StrategyLoss, create_strategy, parse_strategy_entry
-from negkit.tasks.base import Column, StepResult, Strict, Task, Trainee, check_dataset_options, register_task
+from negkit.tasks.base import Column, StepResult, Strict, Task, Trainee, register_task
 
 PROBE_SIZE = 512  # anchors of the negative probe
 #: views of feature vectors when a config sets neither noise nor dropout
@@ -91,6 +91,7 @@ class ContrastiveTask(Task):
     default_dataset = "mnist5000"
     default_strategies = ("simclr", "dcl", "hucl", "scl", "supcon", "hscl", "ans:in_batch=true")
     step_fields = ("false_negative_rate",)
+    extra_options: ClassVar[dict[str, type]] = {"label_noise": float}  # any dataset (negkit.data.load_dataset)
     columns = (
         Column("knn_acc", "kNN acc"),
         Column("linear_acc", "linear acc"),
@@ -111,9 +112,8 @@ class ContrastiveTask(Task):
         return list_datasets()
 
     @classmethod
-    def check_config(cls, config: Any) -> None:
-        if config.dataset is not None:
-            check_dataset_options(dataset_loader(config.dataset), config.dataset_options, extra={"label_noise": float})
+    def dataset_loader(cls, name: str) -> Any:
+        return dataset_loader(name)
 
     @classmethod
     def check_strategy(cls, entry: str, params: dict[str, Any]) -> None:

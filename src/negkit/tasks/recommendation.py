@@ -35,7 +35,7 @@ from negkit.negatives import ranking_quality, sample_unobserved
 from negkit.report import plots
 from negkit.report.tables import k_sweep_points
 from negkit.strategies import create_strategy, parse_strategy_entry
-from negkit.tasks.base import Column, StepResult, Strict, Task, Trainee, check_dataset_options, register_task
+from negkit.tasks.base import Column, StepResult, Strict, Task, Trainee, register_task
 
 #: parameters of the shared strategies that have a fixed value here (negatives are catalogue items, not rows)
 FIXED_PARAMS = {
@@ -120,9 +120,8 @@ class RecommendationTask(Task):
         return list(INTERACTION_DATASETS)
 
     @classmethod
-    def check_config(cls, config: Any) -> None:
-        if config.dataset is not None:
-            check_dataset_options(INTERACTION_DATASETS[config.dataset], config.dataset_options)
+    def dataset_loader(cls, name: str) -> Any:
+        return INTERACTION_DATASETS[name]
 
     @classmethod
     def check_strategy(cls, entry: str, params: dict[str, Any]) -> None:

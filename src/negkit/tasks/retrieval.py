@@ -47,7 +47,7 @@ from negkit.models.text import EncoderTowers, FrozenTowers, cached_base_embeddin
 from negkit.negatives import MCMCSampler, MinedSampler
 from negkit.report import plots
 from negkit.strategies import create_strategy, parse_strategy_entry, register_strategy
-from negkit.tasks.base import Column, StepResult, Strict, Task, Trainee, check_dataset_options, register_task
+from negkit.tasks.base import Column, StepResult, Strict, Task, Trainee, register_task
 
 #: canonical loss names (negkit.losses.get_loss) a retrieval strategy can train with
 LOSSES = ("info_nce", "symmetric_info_nce", "decoupled_softmax", "mw_auc")
@@ -259,6 +259,7 @@ class RetrievalTask(Task):
     default_dataset = "chatterbot"
     default_strategies = ("in-batch", "mined")
     step_fields = ("false_negative_rate", "candidates")
+    reserved_options = ("seed", "unique_queries")  # unique_queries is [retrieval] unique_queries
     columns = (
         Column("recall@1", "R@1"),
         Column("recall@10", "R@10"),
@@ -275,11 +276,12 @@ class RetrievalTask(Task):
         return list_retrieval_datasets()
 
     @classmethod
+    def dataset_loader(cls, name: str) -> Any:
+        return retrieval_loader(name)
+
+    @classmethod
     def check_config(cls, config: Any) -> None:
-        if config.dataset is not None:
-            check_dataset_options(
-                retrieval_loader(config.dataset), config.dataset_options, reserved=("seed", "unique_queries")
-            )
+        super().check_config(config)
         if config.data is not None and config.data.embeddings is not None and config.retrieval.mode != "frozen":
             raise ValueError("data.embeddings: precomputed embeddings train frozen towers; set retrieval.mode = frozen")
 
