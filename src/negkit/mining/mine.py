@@ -482,7 +482,7 @@ class _Tally:
     left_counts: list[np.ndarray] = field(default_factory=list)
     sample_queries: list[int] = field(default_factory=list)
     sample_negatives: list[np.ndarray] = field(default_factory=list)
-    pairs: int = 0  # (hardest positive, negative) pairs written
+    pairs: int = 0  # (hardest positive, window candidate) pairs before the score filters
     pairs_won: int = 0  # ... in which the positive scores higher
 
 
@@ -535,6 +535,8 @@ def _post_process(
             window.keep = np.take_along_axis(window.keep, order, axis=1)
             ranks = np.take_along_axis(ranks, order, axis=1)
         floor = np.array([float(np.min(p)) for p in positive_scores], dtype=np.float64)
+        tally.pairs += int(window.keep.sum())  # q: the ranking quality over the window, before the score filters
+        tally.pairs_won += int((window.keep & (window.scores < floor[:, None])).sum())
         score_filters(
             window,
             floor,
@@ -579,8 +581,6 @@ def _post_process(
             negative_scores = window.scores[r, chosen]
             tally.negative_scores.append(negative_scores)
             tally.negative_ranks.append(ranks[r, chosen])
-            tally.pairs += len(chosen)
-            tally.pairs_won += int((negative_scores < floor[r]).sum())
             if len(chosen) == settings.k and len(tally.sample_queries) < REPORT_SAMPLE:
                 tally.sample_queries.append(int(q))
                 tally.sample_negatives.append(negative_ids)

@@ -6,9 +6,9 @@ negatives are, and how many negatives per query the collision rate suggests. Eve
   sample of queries (the saved candidates vs a chunked exact search), and the time of that exact search.
 * **Filters**: candidates removed per reason (:data:`negkit.mining.filters.REASONS`), candidates left per query,
   queries short of ``k`` and what was done with them.
-* **Scores**: quantiles of the positives' and the mined negatives' scores (a figure of both distributions), the
-  share of negatives scoring above their query's hardest positive, and ``q`` (:func:`negkit.negatives.ranking_quality`
-  on the written pairs: the share of (hardest positive, negative) pairs ranked correctly).
+* **Scores**: quantiles of the positives' and the mined negatives' scores (a figure of both distributions), and
+  ``q``, the share of (hardest positive, window candidate) pairs, before the score filters, in which the positive
+  scores higher (the ranking quality of :func:`negkit.negatives.ranking_quality` over the mined pool).
 * **False negatives**: a negative is *known* false when it is a labelled positive of its query (or the same text).
   The identity filters drop those, so the written files contain none; the report gives the rate they had among
   the raw ranks of the window (``ρ``, the collision rate a miner without the filters would have had) and among
@@ -266,7 +266,8 @@ def _markdown(settings: MiningSettings, stats: dict[str, Any], manifest: dict[st
             )
     lines += [
         "",
-        f"q (share of (hardest positive, negative) pairs with the positive scored higher): {_fmt(scores['q'])}.",
+        f"q (share of (hardest positive, window candidate) pairs, before the score filters, with the positive scored "
+        f"higher): {_fmt(scores['q'])}.",
         "",
         "## False negatives",
         "",
