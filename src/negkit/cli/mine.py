@@ -77,15 +77,15 @@ def mine_command(
     recall_sample: Annotated[int, typer.Option(help="Queries for the recall of an approximate index.")] = 1000,
     shard_rows: Annotated[int, typer.Option(help="Rows per output shard.")] = 100_000,
     cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache (default $NEGKIT_CACHE/mining).")] = None,
-    nlist: Annotated[int | None, typer.Option(help="ivf/ivfpq: lists (default 4·√N, power of 2).")] = None,
-    nprobe: Annotated[int | None, typer.Option(help="ivf/ivfpq: lists searched (default nlist/32, ≥ 16).")] = None,
+    nlist: Annotated[int | None, typer.Option(help="ivf/ivfpq: lists (default 4·√N, a power of 2).")] = None,
+    nprobe: Annotated[int | None, typer.Option(help="ivf/ivfpq: lists searched (default nlist/64, ≥ 16).")] = None,
     hnsw_m: Annotated[int, typer.Option(help="hnsw: links per node.")] = 32,
     ef_construction: Annotated[int, typer.Option(help="hnsw: efConstruction.")] = 80,
     ef_search: Annotated[int | None, typer.Option(help="hnsw: efSearch (default max(2·depth, 64)).")] = None,
     pq_m: Annotated[int | None, typer.Option(help="ivfpq: bytes per vector (default ≤ d/8, divides d).")] = None,
     pq_bits: Annotated[int, typer.Option(help="ivfpq: bits per sub-quantiser.")] = 8,
     refine: Annotated[int, typer.Option(help="ivfpq: re-score refine·depth candidates exactly (0 = off).")] = 4,
-    train_size: Annotated[int | None, typer.Option(help="ivf/ivfpq: training rows (default 64·nlist).")] = None,
+    train_size: Annotated[int | None, typer.Option(help="ivf/ivfpq: training rows (default 40·nlist).")] = None,
 ) -> None:
     """Mine hard negatives for the queries of PAIRS and write a training file, the ids, a manifest and a report."""
     from negkit._optional import MissingDependencyError

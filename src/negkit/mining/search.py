@@ -13,9 +13,9 @@ Indexes (``--index``):
            ``b × N``; no faiss needed.
 ``flat``   ``faiss.IndexFlatIP``: exact too, and faster than ``exact`` for blocks of many queries; holds the
            corpus in memory (``N · d · 4`` bytes).
-``ivf``    ``faiss.IndexIVFFlat``: k-means into ``nlist`` lists (default ``4·√N`` rounded to a power of two, in
-           [16, 65536]), trained on ``train_size`` rows (default ``min(N, 64 · nlist)``, seeded), searching
-           ``nprobe`` lists (default ``max(16, nlist / 32)``). Memory ``N · d · 4`` bytes.
+``ivf``    ``faiss.IndexIVFFlat``: k-means (10 iterations, seeded) into ``nlist`` lists (default ``4·√N`` rounded
+           down to a power of two, in [16, 65536]), trained on ``train_size`` rows (default ``min(N, 40 · nlist)``),
+           searching ``nprobe`` lists (default ``max(16, nlist / 64)``). Memory ``N · d · 4`` bytes.
 ``hnsw``   ``faiss.IndexHNSWFlat``: graph with ``hnsw_m`` links per node (32), ``ef_construction`` (80),
            ``ef_search`` (default ``max(2k, 64)``). Memory ``N · (d · 4 + 2 · hnsw_m · 4)`` bytes; building is
            slow on few cores (``auto`` never picks it).
@@ -65,6 +65,7 @@ logger = logging.getLogger(__name__)
 INDEX_KINDS = ("auto", "exact", "flat", "ivf", "hnsw", "ivfpq")
 APPROXIMATE = ("ivf", "hnsw", "ivfpq")
 FLAT_LIMIT = 200_000
+KMEANS_ITERATIONS = 10  # faiss's default is 25; 10 loses little on the lists and saves minutes at 10⁷ rows
 
 
 @dataclass(frozen=True)
@@ -230,11 +231,12 @@ class FaissSearcher:
 def _resolved_params(kind: str, n: int, d: int, options: IndexOptions, k: int) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if kind in ("ivf", "ivfpq"):
-        nlist = options.nlist or int(2 ** round(math.log2(max(16.0, 4 * math.sqrt(n)))))
+        nlist = options.nlist or int(2 ** math.floor(math.log2(max(16.0, 4 * math.sqrt(n)))))
         nlist = max(1, min(nlist, 65536, n))
         params["nlist"] = nlist
-        params["nprobe"] = min(nlist, options.nprobe or max(16, nlist // 32))
-        params["train_size"] = min(n, options.train_size or 64 * nlist)
+        params["nprobe"] = min(nlist, options.nprobe or max(16, nlist // 64))
+        params["train_size"] = min(n, options.train_size or 40 * nlist)
+        params["kmeans_iterations"] = KMEANS_ITERATIONS
     if kind == "hnsw":
         params.update(hnsw_m=options.hnsw_m, ef_construction=options.ef_construction)
         params["ef_search"] = options.ef_search or max(2 * k, 64)
@@ -298,6 +300,7 @@ def build_searcher(
             else:
                 index = faiss.IndexIVFPQ(quantizer, d, params["nlist"], params["pq_m"], params["pq_bits"], metric)
             index.cp.seed = seed
+            index.cp.niter = KMEANS_ITERATIONS
             sample = _train_rows(corpus, params["train_size"], seed)
             logger.info("training the %s index on %d rows (nlist %d)", kind, len(sample), params["nlist"])
             index.train(sample)
