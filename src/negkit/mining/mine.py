@@ -50,6 +50,7 @@ from negkit.mining.search import (
     build_searcher,
     choose_index,
     default_max_memory,
+    index_parameters,
     normalise_rows,
     recall_at_k,
 )
@@ -354,30 +355,24 @@ def _search(
     files = [work / "search" / f"block-{b:05d}.npz" for b in range(len(blocks))]
     pending = [b for b in range(len(blocks)) if b % world == rank and not files[b].is_file()]
     index_path = work / "index.faiss"
+    build = {
+        "options": settings.index_options,
+        "k": settings.window_max,
+        "index_path": index_path,
+        "seed": settings.seed,
+    }
     searcher = None
-    needs_index = index_kind in APPROXIMATE and not index_path.is_file()
-    if index_kind in APPROXIMATE and needs_index and rank == 0:
-        start = time.perf_counter()
-        build_searcher(
-            index_kind,
-            corpus,
-            options=settings.index_options,
-            k=settings.window_max,
-            index_path=index_path,
-            seed=settings.seed,
-        )
-        logger.info("index built in %.1f s", time.perf_counter() - start)
-    _barrier()
-    if pending or rank == 0:
-        searcher = build_searcher(
-            index_kind,
-            corpus,
-            options=settings.index_options,
-            k=settings.window_max,
-            index_path=index_path,
-            build=index_kind not in APPROXIMATE,
-            seed=settings.seed,
-        )
+    if index_kind in APPROXIMATE:
+        # rank 0 trains and saves the index once; the other ranks (and a resumed run) read that very index
+        if rank == 0 and not index_path.is_file() and not all(f.is_file() for f in files):
+            clock = time.perf_counter()
+            searcher = build_searcher(index_kind, corpus, **build)
+            logger.info("%s index built in %.1f s", index_kind, time.perf_counter() - clock)
+        _barrier()
+        if pending and searcher is None:
+            searcher = build_searcher(index_kind, corpus, build=False, **build)
+    elif pending:
+        searcher = build_searcher(index_kind, corpus, **build)
     done = sum(1 for f in files if f.is_file())
     cosine = settings.similarity == "cosine"
     for b in pending:
@@ -389,9 +384,8 @@ def _search(
         if callback is not None:
             callback("search", done, len(blocks))
     _barrier()
-    info: dict[str, Any] = {"index": index_kind, "why": why, "blocks": len(blocks)}
-    if searcher is not None:
-        info["params"] = searcher.describe()
+    params = index_parameters(index_kind, corpus, settings.index_options, settings.window_max)
+    info: dict[str, Any] = {"index": index_kind, "why": why, "blocks": len(blocks), "params": params}
     if rank == 0 and index_kind in APPROXIMATE and settings.recall_sample > 0:
         info["recall"] = _recall(settings, data, queries, corpus, blocks, files, work)
     return info

@@ -56,6 +56,7 @@ __all__ = [
     "build_searcher",
     "choose_index",
     "default_max_memory",
+    "index_parameters",
     "normalise_rows",
     "recall_at_k",
 ]
@@ -246,6 +247,13 @@ def _resolved_params(kind: str, n: int, d: int, options: IndexOptions, k: int) -
             raise MiningError(f"pq_m = {pq_m} must divide the dimension {d}")
         params.update(pq_m=pq_m, pq_bits=options.pq_bits, refine=max(0, options.refine))
     return params
+
+
+def index_parameters(kind: str, corpus: Corpus, options: IndexOptions | None = None, k: int = 10) -> dict[str, Any]:
+    """The parameters ``kind`` uses over ``corpus`` (defaults resolved), as :meth:`Searcher.describe` gives them."""
+    if kind == "exact":
+        return {"index": "exact", "chunk_size": corpus.chunk_size}
+    return {"index": kind, **_resolved_params(kind, corpus.size, corpus.dim, options or IndexOptions(), k)}
 
 
 def _train_rows(corpus: Corpus, size: int, seed: int) -> np.ndarray:
