@@ -97,3 +97,40 @@ def test_n_tuples_load_as_a_datasets_dataset(run):
     out = run("load", shard_rows=100).out
     loaded = datasets.load_dataset("parquet", data_files=sorted(str(p) for p in out.glob("train-*.parquet")))
     assert loaded["train"].column_names == ["anchor", "positive", "negative_1", "negative_2", "negative_3"]
+
+
+def test_float16_cache_keeps_the_float32_choice(run, private_cache):
+    full = read_ids(run("f32", format="ids").out)
+    half = read_ids(run("f16", format="ids", float16=True).out)
+    caches = sorted(private_cache.glob("mining/documents-*/embeddings.npy"))
+    assert sorted(np.load(p, mmap_mode="r").dtype.name for p in caches) == ["float16", "float32"]
+    same = [len(set(a) & set(b)) / 3 for a, b in zip(full.negative_ids, half.negative_ids, strict=True)]
+    assert np.mean(same) > 0.8  # the tiny random encoder has many near-ties that float16 reorders
+    np.testing.assert_allclose(
+        np.concatenate(full.negative_scores.tolist()), np.concatenate(half.negative_scores.tolist()), atol=5e-3
+    )
+
+
+def test_csv_lists_repeated_rows_and_a_hugging_face_folder(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rng = np.random.default_rng(0)
+    queries, documents = rng.normal(size=(3, 4)), rng.normal(size=(6, 4))
+    rows = [("q0", '["d0", "d1"]'), ("q1", "d2"), ("q1", "d3"), ("q2", "d4")]
+    pairs = tmp_path / "pairs.csv"
+    pd.DataFrame(rows, columns=["question", "answer"]).to_csv(pairs, index=False)
+    np.save(tmp_path / "q.npy", queries.astype(np.float32))
+    np.save(tmp_path / "d.npy", documents[:5].astype(np.float32))  # no corpus file: one row per distinct positive
+    options = {"query": "question", "positive": "answer", "k": 2, "format": "ids", "similarity": "dot"}
+    options.update(query_embeddings=str(tmp_path / "q.npy"), corpus_embeddings=str(tmp_path / "d.npy"))
+    table = read_ids(mine(pairs, tmp_path / "csv", **options).out)
+    assert [list(p) for p in table.positive_ids] == [["pos-0", "pos-1"], ["pos-2", "pos-3"], ["pos-4"]]
+    scores = queries.astype(np.float32) @ documents[:5].astype(np.float32).T  # dot: not normalised
+    for row in table.itertuples():
+        negatives = [int(i.removeprefix("pos-")) for i in row.negative_ids]
+        np.testing.assert_allclose(row.negative_scores, scores[row.query_id, negatives], rtol=1e-5)
+    folder = tmp_path / "hf"
+    datasets.Dataset.from_dict(
+        {"question": ["q0", "q1", "q2"], "answer": [["d0", "d1"], ["d2", "d3"], ["d4"]]}
+    ).save_to_disk(folder)
+    again = read_ids(mine(folder, tmp_path / "hf-out", **options).out)
+    assert again.equals(table)

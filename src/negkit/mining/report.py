@@ -182,6 +182,12 @@ def write_report(
 def _markdown(settings: MiningSettings, stats: dict[str, Any], manifest: dict[str, Any], figures: list[str]) -> str:
     search, filters, short, scores = stats["search"], stats["filters"], stats["short"], stats["scores"]
     fn, best = stats["false_negatives"], stats["optimal_k"]
+    named = (
+        ("margin", settings.margin),
+        ("relative margin", settings.relative_margin),
+        ("max score", settings.max_score),
+    )
+    score_filters = [f"{name} = {value:g}" for name, value in named if value is not None]
     lines = [
         "# Mined hard negatives",
         "",
@@ -217,16 +223,7 @@ def _markdown(settings: MiningSettings, stats: dict[str, Any], manifest: dict[st
         "",
         f"Rank window [{filters['window'][0]}, {filters['window'][1]}) over each query's documents without its "
         "known positives and same-text documents; score filters against the query's hardest positive: "
-        + ", ".join(
-            f"{name} = {value:g}"
-            for name, value in (
-                ("margin", settings.margin),
-                ("relative margin", settings.relative_margin),
-                ("max score", settings.max_score),
-            )
-            if value is not None
-        )
-        + ("none" if not settings.filtered or (settings.cross_encoder and settings.margin is None) else "")
+        + (", ".join(score_filters) or "none")
         + (f"; rescored with the cross-encoder {Path(settings.cross_encoder).name}" if settings.cross_encoder else "")
         + ".",
         "",
