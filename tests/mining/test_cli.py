@@ -102,7 +102,8 @@ def test_bad_embeddings(tmp_path, small):
     bad = np.load(small["corpus_embeddings"])
     bad[5, 2] = np.nan
     np.save(tmp_path / "nan.npy", bad)
-    one_line_error(embedded({**small, "corpus_embeddings": str(tmp_path / "nan.npy")}, tmp_path), "non-finite", "5")
+    nan = embedded({**small, "corpus_embeddings": str(tmp_path / "nan.npy")}, tmp_path)
+    one_line_error(nan, "non-finite", "row 5 (0-based)")
 
     (tmp_path / "text.npy").write_text("not numpy")
     one_line_error(embedded({**small, "query_embeddings": str(tmp_path / "text.npy")}, tmp_path, out="o2"), ".npy")

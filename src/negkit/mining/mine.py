@@ -335,8 +335,10 @@ def _blocks(num_queries: int, size: int) -> list[tuple[int, int]]:
 
 def _query_vectors(queries: NpyRows, start: int, stop: int, cosine: bool) -> np.ndarray:
     x = queries.read(start, stop)
-    if not np.isfinite(x).all():
-        raise MiningError(f"{queries.path}: non-finite values (NaN or inf) in query rows {start}..{stop - 1}")
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        row = start + int(np.argmin(finite))
+        raise MiningError(f"{queries.path}: non-finite values (NaN or inf) in row {row} (0-based)")
     return normalise_rows(x) if cosine else x
 
 

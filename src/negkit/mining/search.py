@@ -139,16 +139,18 @@ class Corpus:
         self.rows, self.cosine, self.chunk_size = rows, cosine, chunk_size
         self.size, self.dim = rows.rows, rows.dim
 
-    def _prepare(self, x: np.ndarray, where: str) -> np.ndarray:
-        if not np.isfinite(x).all():
-            raise MiningError(f"{self.rows.path}: non-finite values (NaN or inf) in {where}")
+    def _prepare(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        finite = np.isfinite(x).all(axis=1)
+        if not finite.all():
+            row = int(rows[int(np.argmin(finite))])
+            raise MiningError(f"{self.rows.path}: non-finite values (NaN or inf) in row {row} (0-based)")
         return normalise_rows(x) if self.cosine else np.ascontiguousarray(x, dtype=np.float32)
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        return self._prepare(self.rows.read(start, stop), f"rows {start}..{min(stop, self.size) - 1}")
+        return self._prepare(self.rows.read(start, stop), np.arange(start, min(stop, self.size)))
 
     def take(self, rows: np.ndarray) -> np.ndarray:
-        return self._prepare(self.rows.take(rows), "the rows read")
+        return self._prepare(self.rows.take(rows), np.asarray(rows))
 
     def chunks(self) -> range:
         return range(0, self.size, self.chunk_size)
