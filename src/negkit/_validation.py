@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -36,14 +37,22 @@ def check_similarity(similarity: str) -> None:
         raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
 
 
-def check_positive_scalar(name: str, value: float | Tensor) -> float:
-    """Return ``value`` as a float after checking that it is finite and > 0 (temperatures, sigma)."""
+def _real(name: str, value: object) -> float:
+    """``value`` as a float: a real number (not a bool or a string) or a one-element real tensor."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
-        value_f = float(value.detach())
-    else:
-        value_f = float(value)
+        if value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(f"{name} must be a real number, got a tensor of dtype {value.dtype}")
+        return float(value.detach())
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def check_positive_scalar(name: str, value: float | Tensor) -> float:
+    """Return ``value`` as a float after checking that it is finite and > 0 (temperatures, sigma)."""
+    value_f = _real(name, value)
     if not math.isfinite(value_f) or value_f <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value_f}")
     return value_f
@@ -52,7 +61,7 @@ def check_positive_scalar(name: str, value: float | Tensor) -> float:
 def check_finite_scalar(
     name: str, value: float, *, low: float | None = None, high: float | None = None, high_inclusive: bool = True
 ) -> float:
-    value_f = float(value)
+    value_f = _real(name, value)
     if not math.isfinite(value_f):
         raise ValueError(f"{name} must be finite, got {value_f}")
     if low is not None and value_f < low:

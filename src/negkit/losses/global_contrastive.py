@@ -7,7 +7,14 @@ import math
 import torch
 from torch import Tensor
 
-from negkit._validation import check_finite_scalar, check_ids, check_reduction, degenerate, record_skipped
+from negkit._validation import (
+    check_finite_scalar,
+    check_ids,
+    check_int,
+    check_reduction,
+    degenerate,
+    record_skipped,
+)
 from negkit.losses.functional.core import masked_logsumexp, reduce_loss, view_pair_logits
 from negkit.losses.functional.decoupled import check_two_views
 from negkit.losses.modules import SkipCounting, module_temperature
@@ -67,12 +74,10 @@ class GlobalContrastiveLoss(SkipCounting):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        num_samples = check_int("num_samples", num_samples, low=1)
         if gamma_schedule not in GAMMA_SCHEDULES:
             raise ValueError(f"gamma_schedule must be one of {GAMMA_SCHEDULES}, got {gamma_schedule!r}")
-        if decay_epochs < 1:
-            raise ValueError(f"decay_epochs must be >= 1, got {decay_epochs}")
+        decay_epochs = check_int("decay_epochs", decay_epochs, low=1)
         check_reduction(reduction)
         self.num_samples = num_samples
         self.temperature = module_temperature(temperature)

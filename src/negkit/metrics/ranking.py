@@ -97,7 +97,9 @@ def query_document_metrics(
     A ``k`` or ``cutoff`` larger than ``D`` is the same as ``D`` (the whole ranking). Equal similarities are
     ordered as ``torch.topk`` returns them; use embeddings without exact ties for reproducible numbers.
 
-    Similarity is cosine (rows L2-normalised inside) or, with ``similarity="dot"``, the raw inner product.
+    Similarity is cosine (rows L2-normalised inside) or, with ``similarity="dot"``, the raw inner product (each query,
+    and the documents together, divided by a power of two first: rankings are unchanged, and inputs ``× 1e30`` or
+    ``× 1e-30`` neither overflow nor underflow to ties).
     Half-precision inputs are computed in float32. Queries are processed ``chunk_size`` at a time: per chunk one
     ``[chunk_size, D]`` similarity block and one ``[chunk_size, D]`` relevance mask are held, never ``Q × D``.
 
@@ -147,7 +149,7 @@ def query_document_metrics(
     offsets, doc_ids = offsets.to(device), doc_ids.to(device)
     num_relevant = offsets[1:] - offsets[:-1]  # [Q] R per query
     row_of = torch.repeat_interleave(torch.arange(num_queries, device=device), num_relevant)  # [nnz] query of entry
-    documents = normalise(documents, dtype) if similarity == "cosine" else documents.to(dtype)
+    documents = normalise(documents, dtype) if similarity == "cosine" else _power_of_two_scaled(documents.to(dtype))
 
     depth = min(max(max(ks), cutoff), num_documents)
     rank_cut = min(cutoff, num_documents)
@@ -161,8 +163,13 @@ def query_document_metrics(
     ndcg_sum = 0.0
     for start, stop in chunks(num_queries, chunk_size):
         block = queries[start:stop]
-        block = normalise(block, dtype) if similarity == "cosine" else block.to(dtype)
+        block = normalise(block, dtype) if similarity == "cosine" else _power_of_two_scaled(block.to(dtype), rows=True)
         sims = block @ documents.T  # [c, D]
+        if similarity == "dot" and not bool(torch.isfinite(sims).all()):
+            raise ValueError(
+                f"similarity='dot' of query_embeddings and document_embeddings overflows {sims.dtype}; scale them "
+                "down or use similarity='cosine'"
+            )
         top_idx = torch.topk(sims, depth, dim=1).indices  # [c, depth], most similar first
         del sims
         lo, hi = int(offsets[start]), int(offsets[stop])
@@ -191,6 +198,16 @@ def query_document_metrics(
     result[f"mrr@{cutoff}"] = mrr_sum / num_queries
     result[f"ndcg@{cutoff}"] = ndcg_sum / num_queries
     return result
+
+
+def _power_of_two_scaled(x: Tensor, *, rows: bool = False) -> Tensor:
+    """``x`` divided by the power of two nearest its largest absolute entry (per row with ``rows``, else one
+    scale for the whole matrix). A dot-product ranking is unchanged by a positive scale of a query, or of every
+    document at once, and a power of two is exact, so ordinary inputs give the very same scores while inputs
+    ``× 1e30`` or ``× 1e-30`` no longer overflow or underflow to ties."""
+    largest = x.abs().amax(dim=1, keepdim=True) if rows else x.abs().amax().reshape(1, 1)
+    exponent = torch.frexp(torch.where(largest > 0, largest, torch.ones_like(largest))).exponent
+    return torch.ldexp(x, -exponent.to(x.dtype))
 
 
 def _check_relevance(relevant: object, num_queries: int, num_documents: int) -> tuple[Tensor, Tensor]:

@@ -35,7 +35,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from negkit._validation import check_finite_scalar, check_int, check_mask, check_tensor
+from negkit._validation import check_finite_scalar, check_int, check_mask, check_tensor, count_non_finite
 
 
 def _check(noise_rate: float, q: float, harm: float) -> tuple[float, float, float]:
@@ -64,7 +64,11 @@ def effectiveness(
     rho, q, harm = _check(noise_rate, q, harm)
     lam = 1.0 - rho
     if isinstance(k, Tensor):
+        if k.is_complex() or k.dtype == torch.bool or (k.is_floating_point() and count_non_finite(k)):
+            raise ValueError(f"k must hold finite real numbers, got a {k.dtype} tensor")
         k = k.double()
+    else:
+        k = check_finite_scalar("k", k)
     if _check_model(model) == "per_negative":
         return 1 - (rho + lam * q) ** k - harm * rho * k
     return lam**k * (1 - q**k) - harm * (1 - lam**k)
@@ -94,7 +98,8 @@ def optimal_k(
     elif rho == 0.0:
         return k_max  # clean labels: E(K) = 1 − q^K grows with K
     else:
-        k_star = math.log(math.log(lam) / math.log(lam * q)) / math.log(q)
+        log_lam = math.log1p(-rho)  # exact for tiny ρ, where 1 − ρ rounds to 1
+        k_star = math.log(log_lam / (log_lam + math.log(q))) / math.log(q)
     k_star = min(max(k_star, k_min), k_max)
     candidates = {min(k_max, max(k_min, c)) for c in (math.floor(k_star), math.ceil(k_star))}
     return max(sorted(candidates), key=lambda k: effectiveness(k, rho, q, harm, model=model))
@@ -111,8 +116,9 @@ def _check_k_range(k_min: object, k_max: object) -> tuple[int, int]:
 def collision_rate(labels: Tensor, *, label_noise: float = 0.0, class_conditional: bool = False) -> float:
     """Estimate ``ρ`` from labels: ``Σ_c p_c²`` (the chance a uniform negative shares the anchor's class) plus the
     label-noise rate; with class-conditional negatives only the label noise makes false negatives."""
-    if labels.dim() != 1 or labels.numel() == 0 or labels.is_floating_point():
-        raise ValueError(f"labels must be a non-empty 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}")
+    if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.numel() == 0 or labels.is_floating_point():
+        got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"labels must be a non-empty 1-D integer tensor, got {got}")
     label_noise = check_finite_scalar("label_noise", label_noise, low=0.0, high=1.0, high_inclusive=False)
     shares = torch.unique(labels, return_counts=True)[1].double() / labels.numel()
     base = 0.0 if class_conditional else float((shares**2).sum())
