@@ -42,7 +42,7 @@ lint: $(STAMP)
 
 # Speed and memory benchmarks (an hour or more; run on an idle machine): one harness, benchmarks/run.py SUITE.
 # Results in benchmarks/results/SUITE.{json,md}. `make bench BENCH_ARGS=--quick` is a smoke run (SUITE_quick.*).
-BENCH_SUITES ?= losses samplers mcmc
+BENCH_SUITES ?= losses samplers mcmc mining
 bench: $(STAMP)
 	for suite in $(BENCH_SUITES); do $(PY) benchmarks/run.py $$suite $(BENCH_ARGS) || exit 1; done
 

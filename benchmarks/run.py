@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness
 
-SUITES = ("losses", "samplers", "mcmc")
+SUITES = ("losses", "samplers", "mcmc", "mining")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ LAYERS = [
     {"metrics", "distributed"},
     {"data", "report"},
     {"models", "integrations"},
+    {"mining"},
     {"strategies"},
     {"tasks"},
     {"train"},

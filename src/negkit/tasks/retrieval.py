@@ -138,6 +138,23 @@ class MinedRetrieval(RetrievalStrategy):
             raise ValueError(f"need k >= 1 and a rank window [lo, hi) of at least k ranks, got {self}")
 
 
+@register_strategy(
+    "mined-file",
+    "plus the k negatives per query mined offline (`negkit mine`, [retrieval] negatives)",
+    uses_labels=False,
+    tasks=("retrieval",),
+)
+@dataclass(frozen=True)
+class FileRetrieval(RetrievalStrategy):
+    negatives = "mined-file"
+    k: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.k < 1:
+            raise ValueError(f"need k >= 1, got {self.k}")
+
+
 @register_strategy("mcmc", "plus k documents per query from an MCMC chain", uses_labels=False, tasks=("retrieval",))
 @dataclass(frozen=True)
 class MCMCRetrieval(RetrievalStrategy):
@@ -160,6 +177,7 @@ class RetrievalSettings(Strict):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     unique_queries: bool = True  # one query per distinct text (chatterbot repeats questions up to 121 times)
     refresh_every: int = Field(1, ge=1)  # epochs between two mining passes (Sample4Geo re-mines every epoch)
+    negatives: str | None = None  # a `negkit mine` output folder (its ids files): the `mined-file` strategy's negatives
 
 
 class PairFiles(Strict):
@@ -228,6 +246,45 @@ def precomputed_embeddings(data: RetrievalData, path: str | Path) -> tuple[Tenso
     return lookup(data.queries, "query"), lookup(data.documents, "document")
 
 
+def mined_file_negatives(data: RetrievalData, folder: str | Path) -> Tensor:
+    """``[Q, K]`` document ids (``-1`` where a query has fewer) of the negatives ``negkit mine`` wrote to
+    ``folder`` (``ids-*.parquet`` + ``documents.parquet``), matched to ``data`` by whitespace-normalised text.
+
+    Queries the file does not list (e.g. skipped as short of k) get no file negatives (their row is ``-1``);
+    a negative whose text is not a document of ``data`` is an error naming the file (mine the same corpus)."""
+    from negkit._optional import require
+    from negkit.data import DataFileError
+    from negkit.data.text import normalise_text
+
+    pq = require("pyarrow.parquet", "cli", "reading `negkit mine` output")
+    folder = Path(folder)
+    shards = sorted(folder.glob("ids-*.parquet"))
+    if not shards or not (folder / "documents.parquet").is_file():
+        raise DataFileError(f"{folder}: no ids-*.parquet and documents.parquet (the output of `negkit mine`)")
+    try:
+        documents = pq.read_table(folder / "documents.parquet").to_pydict()
+        rows = [row for shard in shards for row in pq.read_table(shard).to_pylist()]
+    except Exception as error:  # a torn or foreign Parquet file
+        raise DataFileError(f"{folder}: cannot read the mined files ({str(error).splitlines()[0]})") from None
+    text_of = dict(zip(documents["id"], documents["text"], strict=True))
+    document_id = {text: j for j, text in enumerate(data.documents)}
+    query_ids: dict[str, list[int]] = {}
+    for i, text in enumerate(data.queries):
+        query_ids.setdefault(text, []).append(i)
+    width = max((len(row["negative_ids"]) for row in rows), default=0)
+    negatives = torch.full((data.num_queries, max(width, 1)), -1, dtype=torch.long)
+    for row in rows:
+        ids = []
+        for name in row["negative_ids"]:
+            text = normalise_text(text_of.get(name, ""))
+            if text not in document_id:
+                raise DataFileError(f"{folder}: negative {name!r} of query {row['query']!r} is not in the corpus")
+            ids.append(document_id[text])
+        for i in query_ids.get(normalise_text(row["query"]), []):
+            negatives[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return negatives
+
+
 def relevance_matrix(data: RetrievalData) -> Tensor:
     """``[Q, D]`` bool: ``relevant[q, d]`` for every query (all pairs of the dataset)."""
     matrix = torch.zeros(data.num_queries, data.num_documents, dtype=torch.bool)
@@ -282,6 +339,9 @@ class RetrievalTask(Task):
     @classmethod
     def check_config(cls, config: Any) -> None:
         super().check_config(config)
+        uses_file = any(entry.partition(":")[0].strip() == "mined-file" for entry in config.strategies)
+        if uses_file and config.retrieval.negatives is None:
+            raise ValueError("retrieval.negatives: the mined-file strategy needs a `negkit mine` output folder")
         if config.data is not None and config.data.embeddings is not None and config.retrieval.mode != "frozen":
             raise ValueError("data.embeddings: precomputed embeddings train frozen towers; set retrieval.mode = frozen")
 
@@ -304,6 +364,9 @@ class RetrievalTask(Task):
             self.data = load_pairs_file(files.train, query=files.query, positive=files.positive, corpus=files.corpus)
         self.train_ids, self.test_ids = self.data.split(settings.test_fraction, seed=config.seed)
         self.relevant = relevance_matrix(self.data)
+        self.file_negatives = (
+            None if settings.negatives is None else mined_file_negatives(self.data, settings.negatives)
+        )
         self.base = None
         if config.data is not None and config.data.embeddings is not None:
             self.base = precomputed_embeddings(self.data, config.data.embeddings)
@@ -396,6 +459,8 @@ class RetrievalTask(Task):
         query_vectors = extra = None
         if strategy.negatives == "mined":
             extra = trainee.state["mined"][batch]
+        elif strategy.negatives == "mined-file":
+            extra = self.file_negatives[batch][:, : strategy.k]
         elif mcmc is not None:
             query_vectors = towers.queries(batch)
             extra = mcmc.sample(
@@ -405,16 +470,18 @@ class RetrievalTask(Task):
                 exclude_ids=positives,
                 generator=generator,
             ).indices
-        if extra is None and len(batch) < 2:
+        if (extra is None or not (extra >= 0).any()) and len(batch) < 2:
             return None  # a lone query (forced by duplicates) has no in-batch negative
-        pools = [positives] + ([] if extra is None else [extra.flatten()])
+        known = None if extra is None else extra >= 0  # a file may list fewer than k negatives for a query
+        pools = [positives] + ([] if extra is None else [extra[known]])
         if strategy.loss_name in MULTI_POSITIVE_LOSSES:  # every relevant document of the batch's queries
             pools.append(relevant[batch].any(dim=0).nonzero().squeeze(1))
         candidate_ids = positives if len(pools) == 1 else torch.unique(torch.cat(pools))
         positive_column = torch.searchsorted(candidate_ids, positives) if len(pools) > 1 else torch.arange(len(batch))
         logs = {"candidates": float(len(candidate_ids))}
-        if extra is not None:
-            logs["false_negative_rate"] = float(relevant[batch.unsqueeze(1), extra].double().mean())
+        if extra is not None and known.any():
+            hits = relevant[batch.unsqueeze(1), extra.clamp(min=0)]
+            logs["false_negative_rate"] = float(hits[known].double().mean())
         if query_vectors is None:
             query_vectors = towers.queries(batch)
         loss = strategy.loss_value(

@@ -21,8 +21,8 @@ from negkit.strategies import create_strategy, get_strategy, parse_strategy_entr
 from negkit.tasks import Strict, get_task, list_tasks
 
 Scalar = bool | int | float | str | None
-#: keys of the ``[data]`` section that name files; relative paths are resolved against the config file's folder
-PATH_KEYS = ("train", "test", "corpus", "model", "embeddings")
+#: keys that name files or folders; relative paths are resolved against the config file's folder
+PATH_KEYS = {"data": ("train", "test", "corpus", "model", "embeddings"), "retrieval": ("negatives",)}
 
 
 class TrainSettings(Strict):
@@ -166,15 +166,16 @@ def build_config(data: dict[str, Any]) -> RunConfig:
 
 
 def resolve_data_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """``data`` with every relative file key of its ``[data]`` section made relative to ``base``."""
-    section = data.get("data")
-    if not isinstance(section, dict):
-        return data
-    resolved = {
-        key: str((base / value).resolve()) if key in PATH_KEYS and isinstance(value, str) else value
-        for key, value in section.items()
-    }
-    return {**data, "data": resolved}
+    """``data`` with every relative path (:data:`PATH_KEYS`) made relative to ``base``."""
+    resolved = dict(data)
+    for name, keys in PATH_KEYS.items():
+        section = data.get(name)
+        if isinstance(section, dict):
+            resolved[name] = {
+                key: str((base / value).resolve()) if key in keys and isinstance(value, str) else value
+                for key, value in section.items()
+            }
+    return resolved
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
