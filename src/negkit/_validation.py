@@ -196,7 +196,7 @@ def normalize_rows(x: Tensor, dim: int = -1) -> Tensor:
     norm = x.norm(p=2.0, dim=dim, keepdim=True)
     bad = ~(norm >= _NORM_FLOOR) | torch.isinf(norm)
     if not bool(bad.any()):
-        return F.normalize(x, dim=dim)
+        return x / norm.clamp_min(_NORM_FLOOR).expand_as(x)  # F.normalize's own arithmetic, the norm reused
     scale = x.detach().abs().amax(dim=dim, keepdim=True)
     zero = scale == 0
     scaled = x / torch.where(zero, torch.ones_like(scale), scale)

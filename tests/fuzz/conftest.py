@@ -19,7 +19,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         workeroutput[_KEY] = json.dumps([[s, o, n] for (s, o), n in TALLY.items()])
 
 
-def pytest_testnodedown(node, error) -> None:
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # xdist hook, controller side
     for subject, outcome, count in json.loads(getattr(node, "workeroutput", {}).get(_KEY, "[]")):
         TALLY[(subject, outcome)] += count
 

@@ -332,3 +332,15 @@ def test_the_readme_table_lists_every_name_with_its_aliases():
     assert set(rows) == set(BUILT_IN)
     for name, aliases in rows.items():
         assert aliases == set(get_loss(name).aliases), name
+
+
+def test_a_function_only_loss_module_counts_skipped_anchors():
+    spec = register_loss("test_pairs", function=info_nce, defaults={"temperature": 0.2})
+    try:
+        module = create_loss("test_pairs")
+        a, p = randn(0, 3, 4), randn(1, 3, 4)
+        assert module(a, p).item() > 0 and module.skipped_anchors == 0
+        assert module(a[:1], p[:1]).item() == 0.0 and module.skipped_anchors == 1
+        assert spec.module is type(module)
+    finally:
+        unregister_loss("test_pairs")

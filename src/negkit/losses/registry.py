@@ -63,7 +63,16 @@ from torch import Tensor, nn
 
 from negkit.losses import functional as F
 from negkit.losses.global_contrastive import GlobalContrastiveLoss
-from negkit.losses.modules import DCL, DecoupledSoftmax, EMC2Loss, HardNCE, InfoNCE, MannWhitneyLoss, SupCon
+from negkit.losses.modules import (
+    DCL,
+    DecoupledSoftmax,
+    EMC2Loss,
+    HardNCE,
+    InfoNCE,
+    MannWhitneyLoss,
+    SkipCounting,
+    SupCon,
+)
 
 __all__ = [
     "FunctionLoss",
@@ -76,9 +85,10 @@ __all__ = [
 ]
 
 
-class FunctionLoss(nn.Module):
+class FunctionLoss(SkipCounting):
     """A registered loss function as a module: ``forward(*inputs, **kwargs)`` returns
-    ``function(*inputs, **params, **kwargs)``. :func:`register_loss` makes one subclass per function-only loss."""
+    ``function(*inputs, **params, **kwargs)`` (and sets ``skipped_anchors``). :func:`register_loss` makes one
+    subclass per function-only loss."""
 
     function: Callable[..., Tensor]
 
@@ -87,7 +97,7 @@ class FunctionLoss(nn.Module):
         self.params = dict(params)
 
     def forward(self, *inputs: Any, **kwargs: Any) -> Tensor:
-        return type(self).function(*inputs, **{**self.params, **kwargs})
+        return self.counted(type(self).function, *inputs, **{**self.params, **kwargs})
 
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.params.items())
