@@ -200,13 +200,23 @@ def test_margin_filters_drop_candidates_near_or_above_the_positive():
     s_pos = (F.normalize(anchors, dim=1) * F.normalize(positives, dim=1)).sum(dim=1, keepdim=True)
     for sampler, ceiling in (
         (MinedSampler(5, (0, 5), margin=0.1), s_pos - 0.1),
-        (MinedSampler(5, (0, 5), relative_margin=0.2), s_pos * 0.8),
+        (MinedSampler(5, (0, 5), relative_margin=0.2), s_pos - 0.2 * s_pos.abs()),
     ):
         negatives = sampler.sample(anchors, pool, positives=positives)
         chosen = s.gather(1, negatives.indices)
         assert bool((chosen <= ceiling + 1e-6).all())
         # ... and they are the hardest ones that pass: the best remaining candidate is chosen first.
         assert torch.allclose(chosen[:, 0], s.masked_fill(s > ceiling, -2).max(dim=1).values)
+
+
+def test_relative_margin_stays_below_a_negative_positive_score():
+    # anchor (1, 0); positive at cos −0.5; candidates at cos −0.45 (above the positive), −0.55 and −0.7
+    anchors = torch.tensor([[1.0, 0.0]])
+    angle = torch.tensor([-0.5, -0.45, -0.55, -0.7]).acos()
+    rows = torch.stack([angle.cos(), angle.sin()], dim=1)
+    positives, pool = rows[:1], rows[1:]
+    negatives = MinedSampler(1, (0, 3), relative_margin=0.2).sample(anchors, pool, positives=positives)
+    assert negatives.indices.tolist() == [[2]]  # −0.45 and −0.55 exceed −0.5 − 0.5·0.2 = −0.6; −0.7 passes
 
 
 def test_random_choice_stays_in_the_window_and_gathering_feeds_info_nce():

@@ -274,8 +274,9 @@ class MinedSampler(NegativeSampler):
 
     * the anchor's own id, and, when labels are given, every row with the anchor's label;
     * with ``positives`` and ``margin``: every row scoring ``> s(anchor, positive) − margin``;
-    * with ``positives`` and ``relative_margin``: every row scoring ``> s(anchor, positive) · (1 − relative_margin)``
-      (NV-Retriever's TopK-PercPos filter, Moreira et al. 2024).
+    * with ``positives`` and ``relative_margin``: every row scoring ``> p − |p| · relative_margin`` with
+      ``p = s(anchor, positive)`` (NV-Retriever's TopK-PercPos filter, Moreira et al. 2024, written so that the
+      ceiling stays below the positive when ``p < 0``).
 
     From the window, ``choose="top"`` keeps the ``k`` best, ``choose="random"`` draws ``k`` uniformly.
     An anchor left with fewer than ``k`` rows in its window is an error with ``fill="error"``; with
@@ -347,7 +348,8 @@ class MinedSampler(NegativeSampler):
         if self.margin is not None:
             ceiling = torch.minimum(ceiling, positive_score - self.margin)
         if self.relative_margin is not None:
-            ceiling = torch.minimum(ceiling, positive_score * (1.0 - self.relative_margin))
+            # below the positive by a share of its size: right for negative scores too (p·(1 − m) would lie above)
+            ceiling = torch.minimum(ceiling, positive_score - positive_score.abs() * self.relative_margin)
         return ceiling
 
     def _use_faiss(self, size: int, queries: int) -> bool:
