@@ -1,6 +1,7 @@
 """negkit: negatives for contrastive learning — how many, which ones, and how much each should count."""
 
 from negkit import losses
+from negkit.losses import count_skipped, set_strict, strict
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "losses"]
+__all__ = ["__version__", "count_skipped", "losses", "set_strict", "strict"]
