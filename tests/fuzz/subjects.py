@@ -206,6 +206,24 @@ def _decoupled_case(draw: Callable[..., Any]) -> Case:
     )
 
 
+def _tcm_case(draw: Callable[..., Any]) -> Case:
+    batch, dim, seed = _draw_common(draw, 2, 8)
+    args = {
+        "embeddings": _randn(seed, batch, dim),
+        "labels": _randint(seed + 1, 3, batch),
+        "pos_margin": 0.9,
+        "neg_margin": draw(st.sampled_from([0.5, 0.0])),
+    }
+    return Case(
+        args,
+        lambda a: F.tcm(a["embeddings"], a["labels"], pos_margin=a["pos_margin"], neg_margin=a["neg_margin"]),
+        ("embeddings", "labels"),
+        ("embeddings",),
+        {"labels": (None, None)},
+        scalars={"pos_margin": [1.5, math.nan, "0.9"], "neg_margin": [-2.0, math.inf]},
+    )
+
+
 def _mw_auc_case(draw: Callable[..., Any]) -> Case:
     batch, _, seed = _draw_common(draw)
     items = draw(st.integers(2, 6))
@@ -355,6 +373,7 @@ LOSS_BUILDERS: dict[str, Callable[[Callable[..., Any]], Case]] = {
     "mw_auc": _mw_auc_case,
     "global_contrastive": _global_contrastive_case,
     "emc2": _emc2_case,
+    "tcm": _tcm_case,
 }
 EXTRA_LOSSES: dict[str, Callable[[Callable[..., Any]], Case]] = {
     "indexed_info_nce": _indexed_case,
@@ -937,7 +956,8 @@ NOT_CALLED = {
         "HardNCE",
         "InfoNCE",
         "MannWhitneyLoss",
-        "SupCon",  # registry modules
+        "SupCon",
+        "TCM",  # registry modules
         "GlobalContrastiveLoss",  # the registry's global_contrastive
         "DegenerateBatchError",
         "LossSpec",
@@ -958,7 +978,8 @@ NOT_CALLED = {
         "hard_nce",
         "info_nce",
         "mw_auc",
-        "sup_con",  # registry functions
+        "sup_con",
+        "tcm",  # registry functions
     },
     "negkit.negatives": {"GatheredNegatives", "NegativeReport", "NegativeSampler", "Negatives"},
     "negkit.metrics": set(),

@@ -20,13 +20,15 @@ from negkit.losses.functional import (
     info_nce,
     mw_auc,
     sup_con,
+    tcm,
 )
 from negkit.losses.global_contrastive import GlobalContrastiveLoss
-from negkit.losses.modules import DCL, DecoupledSoftmax, EMC2Loss, HardNCE, InfoNCE, MannWhitneyLoss, SupCon
+from negkit.losses.modules import DCL, TCM, DecoupledSoftmax, EMC2Loss, HardNCE, InfoNCE, MannWhitneyLoss, SupCon
 from negkit.losses.registry import LossSpec, create_loss, get_loss, list_losses, register_loss, unregister_loss
 
 __all__ = [
     "DCL",
+    "TCM",
     "DecoupledSoftmax",
     "DegenerateBatchError",
     "EMC2Loss",
@@ -54,5 +56,6 @@ __all__ = [
     "set_strict",
     "strict",
     "sup_con",
+    "tcm",
     "unregister_loss",
 ]

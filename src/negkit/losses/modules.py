@@ -258,3 +258,35 @@ class EMC2Loss(_Loss):
             similarity=self.similarity,
             reduction=self.reduction,
         )
+
+
+class TCM(SkipCounting):
+    """The threshold-consistent margin regulariser; ``forward(embeddings [B,d], labels [B])``. Add it to any base
+    loss: ``loss = base(...) + tcm(embeddings, labels)``. See :func:`negkit.losses.functional.tcm`.
+    """
+
+    def __init__(
+        self, *, pos_margin: float = 0.9, neg_margin: float = 0.5, pos_weight: float = 1.0, neg_weight: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.pos_margin = check_finite_scalar("pos_margin", pos_margin, low=-1.0, high=1.0)
+        self.neg_margin = check_finite_scalar("neg_margin", neg_margin, low=-1.0, high=1.0)
+        self.pos_weight = check_finite_scalar("pos_weight", pos_weight, low=0.0)
+        self.neg_weight = check_finite_scalar("neg_weight", neg_weight, low=0.0)
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return self.counted(
+            F.tcm,
+            embeddings,
+            labels,
+            pos_margin=self.pos_margin,
+            neg_margin=self.neg_margin,
+            pos_weight=self.pos_weight,
+            neg_weight=self.neg_weight,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"pos_margin={self.pos_margin}, neg_margin={self.neg_margin}, pos_weight={self.pos_weight}, "
+            f"neg_weight={self.neg_weight}"
+        )

@@ -40,6 +40,7 @@ decoupled_softmax  dexml                         T=0.05                         
 mw_auc             mw, mannwhitney, mann_whitney (none: it takes scores)           —
 global_contrastive sogclr, gcl                   T=0.1, gamma=0.9 (+ num_samples)  module, sogclr strategy
 emc2               mcmc_global_contrastive       T=0.1                             the emc2 strategy
+tcm                —                             m⁺=0.9, m⁻=0.5, λ⁺=λ⁻=1           Zhang et al.; PML's defaults
 ================== ============================= ================================= ===============================
 
 Changed meanings (before this table, ``create_loss`` had its own): ``create_loss("hucl")`` and ``"hscl"`` gave
@@ -65,6 +66,7 @@ from negkit.losses import functional as F
 from negkit.losses.global_contrastive import GlobalContrastiveLoss
 from negkit.losses.modules import (
     DCL,
+    TCM,
     DecoupledSoftmax,
     EMC2Loss,
     HardNCE,
@@ -399,4 +401,12 @@ register_loss(
     aliases=("mcmc_global_contrastive",),
     description="EMC²'s surrogate of the global contrastive loss: (anchor [B,d], positive [B,d], negatives "
     "[B,K,d], negative_mask=None); anchor i sees its K negatives sampled ∝ e^{s/T}",
+)
+register_loss(
+    "tcm",
+    function=F.tcm,
+    module=TCM,
+    defaults={"pos_margin": 0.9, "neg_margin": 0.5, "pos_weight": 1.0, "neg_weight": 1.0},
+    description="threshold-consistent margin regulariser (add to any base loss): (embeddings [B,d], labels [B]); "
+    "same-label pairs below pos_margin and other-label pairs above neg_margin, each term a mean over violators",
 )

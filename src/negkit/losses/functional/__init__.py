@@ -15,6 +15,7 @@ from negkit.losses.functional.hard import debiased_log_mass, hard_nce, hardness_
 from negkit.losses.functional.nce import info_nce
 from negkit.losses.functional.sampled import emc2
 from negkit.losses.functional.supervised import sup_con
+from negkit.losses.functional.tcm import tcm
 
 __all__ = [
     "RowLoss",
@@ -33,4 +34,5 @@ __all__ = [
     "reduce_loss",
     "similarity_logits",
     "sup_con",
+    "tcm",
 ]
