@@ -784,6 +784,21 @@ def _tolerance_case(draw: Callable[..., Any]) -> Case:
     )
 
 
+def _opis_case(draw: Callable[..., Any]) -> Case:
+    batch, dim, seed = _draw_common(draw, 4, 10)
+    labels = _randint(seed + 1, 3, batch)
+    labels[:4] = torch.tensor([0, 0, 1, 1])  # two classes with a same-class and an other-class pair
+    args = {"embeddings": _randn(seed, batch, dim), "labels": labels, "chunk_size": draw(st.integers(1, 4))}
+    return _metric(
+        args,
+        lambda a: negkit.metrics.opis(a["embeddings"], a["labels"], chunk_size=a["chunk_size"]),
+        ("embeddings", "labels"),
+        ("embeddings",),
+        ints={"labels": (0, None)},
+        scalars={"chunk_size": [0, -1, 1.5]},
+    )
+
+
 def _knn_args(draw: Callable[..., Any]) -> tuple[dict[str, Any], int]:
     batch, dim, seed = _draw_common(draw, 3, 10)
     tests = draw(st.integers(1, 5))
@@ -938,6 +953,7 @@ METRIC_BUILDERS = {
     "query_document_metrics": _query_document_case,
     "false_negative_rate": _fnr_case,
     "in_batch_false_negative_rate": _in_batch_fnr_case,
+    "opis": _opis_case,
 }
 
 

@@ -24,6 +24,7 @@ EXPECTED = {
     "tolerance": (["z", "labels"], ["chunk_size"]),
     "false_negative_rate": (["anchor_labels", "negative_labels", "mask"], []),
     "in_batch_false_negative_rate": (["labels"], []),
+    "opis": (["embeddings", "labels"], ["thresholds", "chunk_size"]),
 }
 
 
