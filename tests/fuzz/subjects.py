@@ -206,6 +206,37 @@ def _decoupled_case(draw: Callable[..., Any]) -> Case:
     )
 
 
+def _soft_top_k_case(draw: Callable[..., Any]) -> Case:
+    batch, dim, seed = _draw_common(draw)
+    items = draw(st.integers(2, 7))
+    similarity = draw(st.sampled_from(["cosine", "cosine", "dot"]))
+    args = {
+        "query": _randn(seed, batch, dim),
+        "items": _randn(seed + 1, items, dim),
+        "relevance": _relevance(seed + 2, batch, items),
+        "temperature": 0.05,
+        "k": draw(st.sampled_from([1, 0.5 * items, items - 0.5])),
+        "alpha": 2.0,
+    }
+    return Case(
+        args,
+        lambda a: F.soft_top_k(
+            a["query"],
+            a["items"],
+            a["relevance"],
+            k=a["k"],
+            alpha=a["alpha"],
+            temperature=a["temperature"],
+            similarity=similarity,
+        ),
+        ("query", "relevance"),
+        ("query", "items"),
+        masks=("relevance",),
+        scalars={"temperature": BAD_TEMPERATURES, "k": [0, items, math.nan, "1"], "alpha": [0.0, -1.0, math.inf]},
+        scale_invariant=similarity == "cosine",
+    )
+
+
 def _tcm_case(draw: Callable[..., Any]) -> Case:
     batch, dim, seed = _draw_common(draw, 2, 8)
     args = {
@@ -374,6 +405,7 @@ LOSS_BUILDERS: dict[str, Callable[[Callable[..., Any]], Case]] = {
     "global_contrastive": _global_contrastive_case,
     "emc2": _emc2_case,
     "tcm": _tcm_case,
+    "soft_top_k": _soft_top_k_case,
 }
 EXTRA_LOSSES: dict[str, Callable[[Callable[..., Any]], Case]] = {
     "indexed_info_nce": _indexed_case,
@@ -972,6 +1004,7 @@ NOT_CALLED = {
         "HardNCE",
         "InfoNCE",
         "MannWhitneyLoss",
+        "SoftTopK",
         "SupCon",
         "TCM",  # registry modules
         "GlobalContrastiveLoss",  # the registry's global_contrastive
@@ -994,6 +1027,7 @@ NOT_CALLED = {
         "hard_nce",
         "info_nce",
         "mw_auc",
+        "soft_top_k",
         "sup_con",
         "tcm",  # registry functions
     },

@@ -19,11 +19,22 @@ from negkit.losses.functional import (
     indexed_info_nce,
     info_nce,
     mw_auc,
+    soft_top_k,
     sup_con,
     tcm,
 )
 from negkit.losses.global_contrastive import GlobalContrastiveLoss
-from negkit.losses.modules import DCL, TCM, DecoupledSoftmax, EMC2Loss, HardNCE, InfoNCE, MannWhitneyLoss, SupCon
+from negkit.losses.modules import (
+    DCL,
+    TCM,
+    DecoupledSoftmax,
+    EMC2Loss,
+    HardNCE,
+    InfoNCE,
+    MannWhitneyLoss,
+    SoftTopK,
+    SupCon,
+)
 from negkit.losses.registry import LossSpec, create_loss, get_loss, list_losses, register_loss, unregister_loss
 
 __all__ = [
@@ -38,6 +49,7 @@ __all__ = [
     "LossSpec",
     "MannWhitneyLoss",
     "SkipCounter",
+    "SoftTopK",
     "SupCon",
     "count_skipped",
     "create_loss",
@@ -54,6 +66,7 @@ __all__ = [
     "mw_auc",
     "register_loss",
     "set_strict",
+    "soft_top_k",
     "strict",
     "sup_con",
     "tcm",

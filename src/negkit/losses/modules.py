@@ -290,3 +290,42 @@ class TCM(SkipCounting):
             f"pos_margin={self.pos_margin}, neg_margin={self.neg_margin}, pos_weight={self.pos_weight}, "
             f"neg_weight={self.neg_weight}"
         )
+
+
+class SoftTopK(_Loss):
+    """Soft top-k loss (DEXML); ``forward(query [B,d], items [N,d], relevance [B,N])``.
+
+    See :func:`negkit.losses.functional.soft_top_k`.
+    """
+
+    def __init__(
+        self,
+        temperature: float | Tensor = 0.05,
+        *,
+        k: float = 5,
+        alpha: float = 2.0,
+        n_iter: int = 32,
+        similarity: str = "cosine",
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(temperature, reduction)
+        check_positive_scalar("k", k)
+        check_positive_scalar("alpha", alpha)
+        if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
+            raise ValueError(f"n_iter must be an int >= 1, got {n_iter!r}")
+        check_similarity(similarity)
+        self.k, self.alpha, self.n_iter, self.similarity = k, alpha, n_iter, similarity
+
+    def forward(self, query: Tensor, items: Tensor, relevance: Tensor) -> Tensor:
+        return self.counted(
+            F.soft_top_k,
+            query,
+            items,
+            relevance,
+            k=self.k,
+            alpha=self.alpha,
+            temperature=self.temperature,
+            n_iter=self.n_iter,
+            similarity=self.similarity,
+            reduction=self.reduction,
+        )

@@ -40,6 +40,7 @@ decoupled_softmax  dexml                         T=0.05                         
 mw_auc             mw, mannwhitney, mann_whitney (none: it takes scores)           —
 global_contrastive sogclr, gcl                   T=0.1, gamma=0.9 (+ num_samples)  module, sogclr strategy
 emc2               mcmc_global_contrastive       T=0.1                             the emc2 strategy
+soft_top_k         —                             T=0.05, k=5, alpha=2, n_iter=32   DEXML's defaults
 tcm                —                             m⁺=0.9, m⁻=0.5, λ⁺=λ⁻=1           Zhang et al.; PML's defaults
 ================== ============================= ================================= ===============================
 
@@ -73,6 +74,7 @@ from negkit.losses.modules import (
     InfoNCE,
     MannWhitneyLoss,
     SkipCounting,
+    SoftTopK,
     SupCon,
 )
 
@@ -409,4 +411,12 @@ register_loss(
     defaults={"pos_margin": 0.9, "neg_margin": 0.5, "pos_weight": 1.0, "neg_weight": 1.0},
     description="threshold-consistent margin regulariser (add to any base loss): (embeddings [B,d], labels [B]); "
     "same-label pairs below pos_margin and other-label pairs above neg_margin, each term a mean over violators",
+)
+register_loss(
+    "soft_top_k",
+    function=F.soft_top_k,
+    module=SoftTopK,
+    defaults={"temperature": 0.05, "k": 5, "alpha": 2.0, "n_iter": 32},
+    description="DEXML's soft top-k loss: (query [B,d], items [N,d], relevance [B,N]); each relevant item is "
+    "pushed above the query's soft top-k threshold over all N items",
 )

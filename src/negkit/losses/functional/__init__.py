@@ -14,6 +14,7 @@ from negkit.losses.functional.decoupled import dcl, decoupled_softmax
 from negkit.losses.functional.hard import debiased_log_mass, hard_nce, hardness_log_weights
 from negkit.losses.functional.nce import info_nce
 from negkit.losses.functional.sampled import emc2
+from negkit.losses.functional.soft_topk import soft_top_k, soft_top_k_threshold
 from negkit.losses.functional.supervised import sup_con
 from negkit.losses.functional.tcm import tcm
 
@@ -33,6 +34,8 @@ __all__ = [
     "positive_nll",
     "reduce_loss",
     "similarity_logits",
+    "soft_top_k",
+    "soft_top_k_threshold",
     "sup_con",
     "tcm",
 ]
