@@ -237,6 +237,27 @@ def _soft_top_k_case(draw: Callable[..., Any]) -> Case:
     )
 
 
+def _adameow_case(draw: Callable[..., Any]) -> Case:
+    batch, dim, seed = _draw_common(draw)
+    similarity = draw(st.sampled_from(["cosine", "cosine", "dot"]))
+    args = {"anchor": _randn(seed, batch, dim), "positive": _randn(seed + 1, batch, dim), "temperature": 1.0}
+
+    def call(a: dict[str, Any]) -> Any:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)  # the same weight MLP for every mutation of this case
+            loss = get_loss("adameow").create(temperature=a["temperature"], similarity=similarity)
+            return loss(a["anchor"], a["positive"])
+
+    return Case(
+        args,
+        call,
+        ("anchor", "positive"),
+        ("anchor", "positive"),
+        scalars={"temperature": BAD_TEMPERATURES},
+        scale_invariant=similarity == "cosine",
+    )
+
+
 def _tcm_case(draw: Callable[..., Any]) -> Case:
     batch, dim, seed = _draw_common(draw, 2, 8)
     args = {
@@ -406,6 +427,7 @@ LOSS_BUILDERS: dict[str, Callable[[Callable[..., Any]], Case]] = {
     "emc2": _emc2_case,
     "tcm": _tcm_case,
     "soft_top_k": _soft_top_k_case,
+    "adameow": _adameow_case,
 }
 EXTRA_LOSSES: dict[str, Callable[[Callable[..., Any]], Case]] = {
     "indexed_info_nce": _indexed_case,
@@ -1004,6 +1026,7 @@ NOT_CALLED = {
         "HardNCE",
         "InfoNCE",
         "MannWhitneyLoss",
+        "AdaMEOW",
         "SoftTopK",
         "SupCon",
         "TCM",  # registry modules
@@ -1027,6 +1050,7 @@ NOT_CALLED = {
         "hard_nce",
         "info_nce",
         "mw_auc",
+        "adameow",
         "soft_top_k",
         "sup_con",
         "tcm",  # registry functions

@@ -12,6 +12,7 @@ governs the samplers of :mod:`negkit.negatives` and the sentence-transformers ad
 from negkit._validation import DegenerateBatchError, SkipCounter, count_skipped, is_strict, set_strict, strict
 from negkit.losses import functional
 from negkit.losses.functional import (
+    adameow,
     dcl,
     decoupled_softmax,
     emc2,
@@ -27,6 +28,7 @@ from negkit.losses.global_contrastive import GlobalContrastiveLoss
 from negkit.losses.modules import (
     DCL,
     TCM,
+    AdaMEOW,
     DecoupledSoftmax,
     EMC2Loss,
     HardNCE,
@@ -40,6 +42,7 @@ from negkit.losses.registry import LossSpec, create_loss, get_loss, list_losses,
 __all__ = [
     "DCL",
     "TCM",
+    "AdaMEOW",
     "DecoupledSoftmax",
     "DegenerateBatchError",
     "EMC2Loss",
@@ -51,6 +54,7 @@ __all__ = [
     "SkipCounter",
     "SoftTopK",
     "SupCon",
+    "adameow",
     "count_skipped",
     "create_loss",
     "dcl",

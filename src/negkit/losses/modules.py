@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from negkit._validation import (
@@ -24,6 +25,7 @@ from negkit._validation import (
     check_reduction,
     check_similarity,
     count_skipped,
+    normalize_rows,
 )
 from negkit.losses import functional as F
 
@@ -326,6 +328,58 @@ class SoftTopK(_Loss):
             alpha=self.alpha,
             temperature=self.temperature,
             n_iter=self.n_iter,
+            similarity=self.similarity,
+            reduction=self.reduction,
+        )
+
+
+class AdaMEOW(_Loss):
+    """AdaMEOW's weighted InfoNCE with learned soft negative weights ``w_ij = σ(MLP(z_i + z_j))``;
+    ``forward(anchor [B,d], positive [B,d])``. See :func:`negkit.losses.functional.adameow`.
+
+    The MLP is AdaMEOW's ``Linear(d, hidden) → tanh → Linear(hidden, 1)`` (then the sigmoid), its input the sum of
+    the two rows (L2-normalised first with ``similarity="cosine"``, as the reference's projections are). ``d`` is
+    read from the first batch (``nn.LazyLinear``); the MLP's parameters are this module's, train them with the
+    encoder's. It computes in its parameters' dtype (``module.double()`` for float64).
+    """
+
+    def __init__(
+        self,
+        temperature: float | Tensor = 1.0,
+        *,
+        hidden: int = 16,
+        similarity: str = "cosine",
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(temperature, reduction)
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise ValueError(f"hidden must be an int >= 1, got {hidden!r}")
+        check_similarity(similarity)
+        self.hidden, self.similarity = hidden, similarity
+        self.weight_net = nn.Sequential(nn.LazyLinear(hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def weight_logits(self, anchor: Tensor, positive: Tensor) -> Tensor:
+        """``[B,B]`` pre-sigmoid weights ``MLP(z_i + z_j)``."""
+        dtype = self.weight_net[2].weight.dtype
+        a, p = anchor.to(dtype), positive.to(dtype)
+        if self.similarity == "cosine":
+            a, p = normalize_rows(a), normalize_rows(p)
+        return self.weight_net(a.unsqueeze(1) + p.unsqueeze(0)).squeeze(-1)
+
+    def forward(self, anchor: Tensor, positive: Tensor) -> Tensor:
+        if isinstance(anchor, Tensor) and isinstance(positive, Tensor) and anchor.dim() == positive.dim() == 2:
+            logits = self.weight_logits(anchor, positive) if anchor.shape == positive.shape else None
+        else:
+            logits = None
+        if logits is None:  # let the function report what is wrong with the inputs
+            rows = anchor.shape[0] if isinstance(anchor, Tensor) and anchor.dim() >= 1 else 0
+            logits = torch.zeros(rows, rows)
+        return self.counted(
+            F.adameow,
+            anchor,
+            positive,
+            logits,
+            temperature=self.temperature,
             similarity=self.similarity,
             reduction=self.reduction,
         )

@@ -40,6 +40,7 @@ decoupled_softmax  dexml                         T=0.05                         
 mw_auc             mw, mannwhitney, mann_whitney (none: it takes scores)           —
 global_contrastive sogclr, gcl                   T=0.1, gamma=0.9 (+ num_samples)  module, sogclr strategy
 emc2               mcmc_global_contrastive       T=0.1                             the emc2 strategy
+adameow            —                             T=1.0, hidden=16                  AdaMEOW's ACM T and MLP width
 soft_top_k         —                             T=0.05, k=5, alpha=2, n_iter=32   DEXML's defaults
 tcm                —                             m⁺=0.9, m⁻=0.5, λ⁺=λ⁻=1           Zhang et al.; PML's defaults
 ================== ============================= ================================= ===============================
@@ -68,6 +69,7 @@ from negkit.losses.global_contrastive import GlobalContrastiveLoss
 from negkit.losses.modules import (
     DCL,
     TCM,
+    AdaMEOW,
     DecoupledSoftmax,
     EMC2Loss,
     HardNCE,
@@ -419,4 +421,11 @@ register_loss(
     defaults={"temperature": 0.05, "k": 5, "alpha": 2.0, "n_iter": 32},
     description="DEXML's soft top-k loss: (query [B,d], items [N,d], relevance [B,N]); each relevant item is "
     "pushed above the query's soft top-k threshold over all N items",
+)
+register_loss(
+    "adameow",
+    module=AdaMEOW,
+    defaults={"temperature": 1.0, "hidden": 16},
+    description="AdaMEOW's weighted InfoNCE (learned weights, module only: it holds the weight MLP): (anchor [B,d], "
+    "positive [B,d]); anchor i sees every positive_j, j = i included, weighted by σ(MLP(z_i + z_j))",
 )

@@ -17,9 +17,11 @@ from negkit.losses.functional.sampled import emc2
 from negkit.losses.functional.soft_topk import soft_top_k, soft_top_k_threshold
 from negkit.losses.functional.supervised import sup_con
 from negkit.losses.functional.tcm import tcm
+from negkit.losses.functional.weighted import adameow
 
 __all__ = [
     "RowLoss",
+    "adameow",
     "dcl",
     "debiased_log_mass",
     "decoupled_softmax",
