@@ -258,6 +258,27 @@ def _adameow_case(draw: Callable[..., Any]) -> Case:
     )
 
 
+def _amcl_case(draw: Callable[..., Any]) -> Case:
+    batch, dim, seed = _draw_common(draw)
+    heads = draw(st.integers(1, 3))
+    shape = (batch, heads, dim) if draw(st.booleans()) else (batch, dim)
+    args = {"z1": _randn(seed, *shape), "z2": _randn(seed + 1, *shape), "beta": 0.1}
+
+    def call(a: dict[str, Any]) -> Any:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)  # the same temperature networks for every mutation of this case
+            loss = get_loss("amcl").create(heads=heads, beta=a["beta"], hidden=8)
+            return loss(a["z1"], a["z2"])
+
+    return Case(
+        args,
+        call,
+        ("z1", "z2"),
+        ("z1", "z2"),
+        scalars={"beta": [-1.0, math.nan, math.inf, "0.1"]},
+    )
+
+
 def _tcm_case(draw: Callable[..., Any]) -> Case:
     batch, dim, seed = _draw_common(draw, 2, 8)
     args = {
@@ -428,6 +449,7 @@ LOSS_BUILDERS: dict[str, Callable[[Callable[..., Any]], Case]] = {
     "tcm": _tcm_case,
     "soft_top_k": _soft_top_k_case,
     "adameow": _adameow_case,
+    "amcl": _amcl_case,
 }
 EXTRA_LOSSES: dict[str, Callable[[Callable[..., Any]], Case]] = {
     "indexed_info_nce": _indexed_case,
@@ -1026,6 +1048,7 @@ NOT_CALLED = {
         "HardNCE",
         "InfoNCE",
         "MannWhitneyLoss",
+        "AMCL",
         "AdaMEOW",
         "SoftTopK",
         "SupCon",
@@ -1051,6 +1074,7 @@ NOT_CALLED = {
         "info_nce",
         "mw_auc",
         "adameow",
+        "amcl",
         "soft_top_k",
         "sup_con",
         "tcm",  # registry functions

@@ -13,6 +13,7 @@ from negkit._validation import DegenerateBatchError, SkipCounter, count_skipped,
 from negkit.losses import functional
 from negkit.losses.functional import (
     adameow,
+    amcl,
     dcl,
     decoupled_softmax,
     emc2,
@@ -26,6 +27,7 @@ from negkit.losses.functional import (
 )
 from negkit.losses.global_contrastive import GlobalContrastiveLoss
 from negkit.losses.modules import (
+    AMCL,
     DCL,
     TCM,
     AdaMEOW,
@@ -40,6 +42,7 @@ from negkit.losses.modules import (
 from negkit.losses.registry import LossSpec, create_loss, get_loss, list_losses, register_loss, unregister_loss
 
 __all__ = [
+    "AMCL",
     "DCL",
     "TCM",
     "AdaMEOW",
@@ -55,6 +58,7 @@ __all__ = [
     "SoftTopK",
     "SupCon",
     "adameow",
+    "amcl",
     "count_skipped",
     "create_loss",
     "dcl",

@@ -383,3 +383,73 @@ class AdaMEOW(_Loss):
             similarity=self.similarity,
             reduction=self.reduction,
         )
+
+
+class AMCL(SkipCounting):
+    """AMCL's pair-adaptive, head-wise temperatures; ``forward(z1, z2)`` with ``[B,C,d]`` projections in ``C =
+    heads`` heads (or ``[B,d]``, shared by every head). See :func:`negkit.losses.functional.amcl`.
+
+    Head ``c`` has its own temperature network, the official code's ``Linear(2d, hidden) → ReLU →
+    Linear(hidden, 1)`` on the concatenated L2-normalised pair ``[z_i; z_j]``, squashed into ``(tau_lo, tau_hi)``:
+    ``τ = tau_lo + (tau_hi − tau_lo)·σ(·)``. ``d`` is read from the first batch (``nn.LazyLinear``); train the
+    networks with the encoder. Memory: ``C·(2B)²·2d`` for the pair inputs.
+    """
+
+    def __init__(
+        self,
+        *,
+        heads: int = 3,
+        tau_lo: float = 1e-5,
+        tau_hi: float = 2.0,
+        beta: float = 0.1,
+        hidden: int = 128,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        for name, value in (("heads", heads), ("hidden", hidden)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        self.tau_lo = check_positive_scalar("tau_lo", tau_lo)
+        self.tau_hi = check_positive_scalar("tau_hi", tau_hi)
+        if not self.tau_hi > self.tau_lo:
+            raise ValueError(f"tau_hi must be > tau_lo ({self.tau_lo}), got {self.tau_hi}")
+        self.beta = check_finite_scalar("beta", beta, low=0.0)
+        check_reduction(reduction)
+        self.heads, self.hidden, self.reduction = heads, hidden, reduction
+        self.temperature_nets = nn.ModuleList(
+            nn.Sequential(nn.LazyLinear(hidden), nn.ReLU(), nn.Linear(hidden, 1)) for _ in range(heads)
+        )
+
+    def temperatures(self, z1: Tensor, z2: Tensor) -> Tensor:
+        """``[C, 2B, 2B]`` temperatures of every ordered pair of the stacked views in each head."""
+        z1 = z1.unsqueeze(1).expand(-1, self.heads, -1) if z1.dim() == 2 else z1
+        z2 = z2.unsqueeze(1).expand(-1, self.heads, -1) if z2.dim() == 2 else z2
+        dtype = self.temperature_nets[0][2].weight.dtype
+        views = normalize_rows(torch.cat([z1, z2], dim=0).to(dtype))  # [2B, C, d]
+        rows = views.shape[0]
+        out = []
+        for c, net in enumerate(self.temperature_nets):
+            head = views[:, c]
+            pairs = torch.cat([head.unsqueeze(1).expand(-1, rows, -1), head.unsqueeze(0).expand(rows, -1, -1)], -1)
+            out.append(self.tau_lo + (self.tau_hi - self.tau_lo) * torch.sigmoid(net(pairs).squeeze(-1)))
+        return torch.stack(out)
+
+    def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
+        shapes_ok = (
+            isinstance(z1, Tensor)
+            and isinstance(z2, Tensor)
+            and z1.shape == z2.shape
+            and (z1.dim() == 2 or (z1.dim() == 3 and z1.shape[1] == self.heads))
+        )
+        if shapes_ok:
+            temperatures = self.temperatures(z1, z2)
+        else:  # let the function report what is wrong with the inputs
+            rows = 2 * z1.shape[0] if isinstance(z1, Tensor) and z1.dim() >= 1 else 0
+            temperatures = torch.ones(self.heads, rows, rows)
+        if isinstance(z1, Tensor) and isinstance(z2, Tensor) and z1.dim() == 2 and z1.shape == z2.shape:
+            z1 = z1.unsqueeze(1).expand(-1, self.heads, -1)
+            z2 = z2.unsqueeze(1).expand(-1, self.heads, -1)
+        return self.counted(F.amcl, z1, z2, temperatures, beta=self.beta, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, tau_lo={self.tau_lo}, tau_hi={self.tau_hi}, beta={self.beta}, hidden={self.hidden}"

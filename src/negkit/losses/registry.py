@@ -40,6 +40,7 @@ decoupled_softmax  dexml                         T=0.05                         
 mw_auc             mw, mannwhitney, mann_whitney (none: it takes scores)           —
 global_contrastive sogclr, gcl                   T=0.1, gamma=0.9 (+ num_samples)  module, sogclr strategy
 emc2               mcmc_global_contrastive       T=0.1                             the emc2 strategy
+amcl               —                             3 heads, τ∈(1e-5, 2), β=0.1       the official AMCL code's
 adameow            —                             T=1.0, hidden=16                  AdaMEOW's ACM T and MLP width
 soft_top_k         —                             T=0.05, k=5, alpha=2, n_iter=32   DEXML's defaults
 tcm                —                             m⁺=0.9, m⁻=0.5, λ⁺=λ⁻=1           Zhang et al.; PML's defaults
@@ -67,6 +68,7 @@ from torch import Tensor, nn
 from negkit.losses import functional as F
 from negkit.losses.global_contrastive import GlobalContrastiveLoss
 from negkit.losses.modules import (
+    AMCL,
     DCL,
     TCM,
     AdaMEOW,
@@ -428,4 +430,11 @@ register_loss(
     defaults={"temperature": 1.0, "hidden": 16},
     description="AdaMEOW's weighted InfoNCE (learned weights, module only: it holds the weight MLP): (anchor [B,d], "
     "positive [B,d]); anchor i sees every positive_j, j = i included, weighted by σ(MLP(z_i + z_j))",
+)
+register_loss(
+    "amcl",
+    module=AMCL,
+    defaults={"heads": 3, "tau_lo": 1e-5, "tau_hi": 2.0, "beta": 0.1},
+    description="AMCL's pair-adaptive head-wise temperatures (module only: it holds the temperature MLPs): (z1 "
+    "[B,C,d] or [B,d], z2 likewise); in each head every view sees the 2B−2 other views, NT-Xent averaged over heads",
 )

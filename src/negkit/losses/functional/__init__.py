@@ -1,5 +1,6 @@
 """Pure, shape-documented math of negkit's losses. Every loss is a configuration of :mod:`.core`."""
 
+from negkit.losses.functional.adaptive import amcl
 from negkit.losses.functional.auc import mw_auc
 from negkit.losses.functional.candidates import indexed_info_nce
 from negkit.losses.functional.core import (
@@ -22,6 +23,7 @@ from negkit.losses.functional.weighted import adameow
 __all__ = [
     "RowLoss",
     "adameow",
+    "amcl",
     "dcl",
     "debiased_log_mass",
     "decoupled_softmax",
