@@ -279,6 +279,31 @@ def _amcl_case(draw: Callable[..., Any]) -> Case:
     )
 
 
+def _metrix_case(draw: Callable[..., Any]) -> Case:
+    batch, dim, seed = _draw_common(draw)
+    similarity = draw(st.sampled_from(["cosine", "cosine", "dot"]))
+    args = {
+        "anchor": _randn(seed, batch, dim),
+        "positive": _randn(seed + 1, batch, dim),
+        "temperature": 0.1,
+        "top_k": draw(st.integers(1, 3)),
+        "alpha": 2.0,
+    }
+
+    def call(a: dict[str, Any]) -> Any:
+        rest = {k: v for k, v in a.items() if k not in ("anchor", "positive")}
+        return F.metrix(a["anchor"], a["positive"], generator=_gen(seed + 2), similarity=similarity, **rest)
+
+    return Case(
+        args,
+        call,
+        ("anchor", "positive"),
+        ("anchor", "positive"),
+        scalars={"temperature": BAD_TEMPERATURES, "top_k": [0, -1, 1.5], "alpha": [0.0, math.nan]},
+        scale_invariant=similarity == "cosine",
+    )
+
+
 def _tcm_case(draw: Callable[..., Any]) -> Case:
     batch, dim, seed = _draw_common(draw, 2, 8)
     args = {
@@ -450,6 +475,7 @@ LOSS_BUILDERS: dict[str, Callable[[Callable[..., Any]], Case]] = {
     "soft_top_k": _soft_top_k_case,
     "adameow": _adameow_case,
     "amcl": _amcl_case,
+    "metrix": _metrix_case,
 }
 EXTRA_LOSSES: dict[str, Callable[[Callable[..., Any]], Case]] = {
     "indexed_info_nce": _indexed_case,
@@ -1072,6 +1098,7 @@ NOT_CALLED = {
         "emc2",
         "hard_nce",
         "info_nce",
+        "metrix",
         "mw_auc",
         "adameow",
         "amcl",

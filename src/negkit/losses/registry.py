@@ -40,6 +40,7 @@ decoupled_softmax  dexml                         T=0.05                         
 mw_auc             mw, mannwhitney, mann_whitney (none: it takes scores)           —
 global_contrastive sogclr, gcl                   T=0.1, gamma=0.9 (+ num_samples)  module, sogclr strategy
 emc2               mcmc_global_contrastive       T=0.1                             the emc2 strategy
+metrix             —                             T=0.1, alpha=2, top_k=3           Metrix's α = 2; InfoNCE's T
 amcl               —                             3 heads, τ∈(1e-5, 2), β=0.1       the official AMCL code's
 adameow            —                             T=1.0, hidden=16                  AdaMEOW's ACM T and MLP width
 soft_top_k         —                             T=0.05, k=5, alpha=2, n_iter=32   DEXML's defaults
@@ -437,4 +438,11 @@ register_loss(
     defaults={"heads": 3, "tau_lo": 1e-5, "tau_hi": 2.0, "beta": 0.1},
     description="AMCL's pair-adaptive head-wise temperatures (module only: it holds the temperature MLPs): (z1 "
     "[B,C,d] or [B,d], z2 likewise); in each head every view sees the 2B−2 other views, NT-Xent averaged over heads",
+)
+register_loss(
+    "metrix",
+    function=F.metrix,
+    defaults={"temperature": 0.1, "alpha": 2.0, "top_k": 3},
+    description="InfoNCE + Metrix's mixes of each positive with the anchor's top_k hardest negatives, mixed labels "
+    "λ/(1−λ): (anchor [B,d], positive [B,d]); anchor i sees the other B−1 positives and its mixes",
 )

@@ -13,6 +13,7 @@ from negkit.losses.functional.core import (
 )
 from negkit.losses.functional.decoupled import dcl, decoupled_softmax
 from negkit.losses.functional.hard import debiased_log_mass, hard_nce, hardness_log_weights
+from negkit.losses.functional.mixing import metrix
 from negkit.losses.functional.nce import info_nce
 from negkit.losses.functional.sampled import emc2
 from negkit.losses.functional.soft_topk import soft_top_k, soft_top_k_threshold
@@ -33,6 +34,7 @@ __all__ = [
     "indexed_info_nce",
     "info_nce",
     "masked_logsumexp",
+    "metrix",
     "mw_auc",
     "nce_rows",
     "positive_nll",
