@@ -304,6 +304,44 @@ def _metrix_case(draw: Callable[..., Any]) -> Case:
     )
 
 
+def _meow_case(draw: Callable[..., Any]) -> Case:
+    batch, dim, seed = _draw_common(draw)
+    clusters = draw(st.integers(1, 3))
+    args: dict[str, Any] = {"anchor": _randn(seed, batch, dim), "positive": _randn(seed + 1, batch, dim)}
+    args["temperature"] = 0.9
+    if draw(st.booleans()):  # the module: k-means of the batch, prototypes and concentrations
+        counts = (clusters, clusters + 2)
+
+        def call(a: dict[str, Any]) -> Any:
+            loss = get_loss("meow").create(temperature=a["temperature"], num_clusters=counts)
+            return loss(a["anchor"], a["positive"])
+
+        views = ("anchor", "positive")
+        return Case(args, call, views, views, scalars={"temperature": BAD_TEMPERATURES})
+    args["assignments"] = _randint(seed + 2, clusters, batch, 2)
+    centroids = [_randn(seed + 3, clusters, dim), _randn(seed + 4, clusters, dim)]
+    phi = [torch.full((clusters,), 0.5), torch.full((clusters,), 0.3)]
+
+    def call_function(a: dict[str, Any]) -> Any:
+        return F.meow(
+            a["anchor"],
+            a["positive"],
+            a["assignments"],
+            temperature=a["temperature"],
+            centroids=centroids,
+            concentrations=phi,
+        )
+
+    return Case(
+        args,
+        call_function,
+        ("anchor", "positive", "assignments"),
+        ("anchor", "positive"),
+        {"assignments": (0, clusters)},
+        scalars={"temperature": BAD_TEMPERATURES},
+    )
+
+
 def _tcm_case(draw: Callable[..., Any]) -> Case:
     batch, dim, seed = _draw_common(draw, 2, 8)
     args = {
@@ -476,6 +514,7 @@ LOSS_BUILDERS: dict[str, Callable[[Callable[..., Any]], Case]] = {
     "adameow": _adameow_case,
     "amcl": _amcl_case,
     "metrix": _metrix_case,
+    "meow": _meow_case,
 }
 EXTRA_LOSSES: dict[str, Callable[[Callable[..., Any]], Case]] = {
     "indexed_info_nce": _indexed_case,
@@ -1073,6 +1112,7 @@ NOT_CALLED = {
         "EMC2Loss",
         "HardNCE",
         "InfoNCE",
+        "MEOW",
         "MannWhitneyLoss",
         "AMCL",
         "AdaMEOW",
@@ -1098,6 +1138,7 @@ NOT_CALLED = {
         "emc2",
         "hard_nce",
         "info_nce",
+        "meow",
         "metrix",
         "mw_auc",
         "adameow",

@@ -453,3 +453,61 @@ class AMCL(SkipCounting):
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, tau_lo={self.tau_lo}, tau_hi={self.tau_hi}, beta={self.beta}, hidden={self.hidden}"
+
+
+class MEOW(_Loss):
+    """MEOW's weighted InfoNCE with hard weights from k-means clusterings of the batch, plus ProtoNCE;
+    ``forward(anchor [B,d], positive [B,d])``. See :func:`negkit.losses.functional.meow`.
+
+    Every ``forward`` clusters the batch's ``anchor`` rows (detached) once per entry of ``num_clusters`` (capped at
+    ``B``), by spherical k-means (:func:`negkit.losses.functional.weighted.spherical_kmeans`, seed ``seed + k``),
+    as the reference re-clusters at every step; the prototype term uses those centroids with PCL's
+    concentrations scaled to ``temperature``. The module keeps no state between calls.
+    """
+
+    def __init__(
+        self,
+        temperature: float | Tensor = 0.9,
+        *,
+        num_clusters: tuple[int, ...] = (8, 32),
+        proto_weight: float = 1.0,
+        n_iter: int = 20,
+        seed: int = 0,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(temperature, reduction)
+        counts = tuple(num_clusters) if isinstance(num_clusters, list | tuple) else None
+        if not counts or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in counts):
+            raise ValueError(f"num_clusters must be a non-empty sequence of ints >= 1, got {num_clusters!r}")
+        for name, value in (("n_iter", n_iter), ("seed", seed)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        self.num_clusters, self.n_iter, self.seed = counts, n_iter, seed
+        self.proto_weight = check_finite_scalar("proto_weight", proto_weight, low=0.0)
+
+    def forward(self, anchor: Tensor, positive: Tensor) -> Tensor:
+        from negkit.losses.functional.weighted import _check_pair, pcl_concentrations, spherical_kmeans
+
+        _check_pair(anchor, positive)
+        rows = anchor.shape[0]
+        assignments, centroids, concentrations = [], [], []
+        tau = float(self.temperature.detach()) if isinstance(self.temperature, Tensor) else self.temperature
+        for k, count in enumerate(self.num_clusters):
+            if rows == 0:
+                assignments.append(torch.zeros(0, dtype=torch.long, device=anchor.device))
+                continue
+            assign, centres = spherical_kmeans(anchor, min(count, rows), n_iter=self.n_iter, seed=self.seed + k)
+            assignments.append(assign)
+            centroids.append(centres)
+            concentrations.append(pcl_concentrations(anchor, assign, centres, tau))
+        return self.counted(
+            F.meow,
+            anchor,
+            positive,
+            torch.stack(assignments, dim=1),
+            temperature=self.temperature,
+            centroids=centroids if rows else None,
+            concentrations=concentrations if rows else None,
+            proto_weight=self.proto_weight,
+            reduction=self.reduction,
+        )

@@ -40,6 +40,8 @@ decoupled_softmax  dexml                         T=0.05                         
 mw_auc             mw, mannwhitney, mann_whitney (none: it takes scores)           —
 global_contrastive sogclr, gcl                   T=0.1, gamma=0.9 (+ num_samples)  module, sogclr strategy
 emc2               mcmc_global_contrastive       T=0.1                             the emc2 strategy
+meow               —                             T=0.9, clusters (8, 32), λ=1      MEOW's T and lam_proto; the
+                                                                                   cluster counts are negkit's
 metrix             —                             T=0.1, alpha=2, top_k=3           Metrix's α = 2; InfoNCE's T
 amcl               —                             3 heads, τ∈(1e-5, 2), β=0.1       the official AMCL code's
 adameow            —                             T=1.0, hidden=16                  AdaMEOW's ACM T and MLP width
@@ -71,6 +73,7 @@ from negkit.losses.global_contrastive import GlobalContrastiveLoss
 from negkit.losses.modules import (
     AMCL,
     DCL,
+    MEOW,
     TCM,
     AdaMEOW,
     DecoupledSoftmax,
@@ -445,4 +448,12 @@ register_loss(
     defaults={"temperature": 0.1, "alpha": 2.0, "top_k": 3},
     description="InfoNCE + Metrix's mixes of each positive with the anchor's top_k hardest negatives, mixed labels "
     "λ/(1−λ): (anchor [B,d], positive [B,d]); anchor i sees the other B−1 positives and its mixes",
+)
+register_loss(
+    "meow",
+    module=MEOW,
+    defaults={"temperature": 0.9, "proto_weight": 1.0},
+    description="MEOW's hard-weighted InfoNCE + ProtoNCE (module only: it clusters each batch; the function "
+    "losses.meow takes assignments [B,K]): (anchor [B,d], positive [B,d]); anchor i sees each positive_j weighted "
+    "by the number of clusterings that separate i and j",
 )

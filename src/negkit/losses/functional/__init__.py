@@ -19,7 +19,7 @@ from negkit.losses.functional.sampled import emc2
 from negkit.losses.functional.soft_topk import soft_top_k, soft_top_k_threshold
 from negkit.losses.functional.supervised import sup_con
 from negkit.losses.functional.tcm import tcm
-from negkit.losses.functional.weighted import adameow
+from negkit.losses.functional.weighted import adameow, meow
 
 __all__ = [
     "RowLoss",
@@ -34,6 +34,7 @@ __all__ = [
     "indexed_info_nce",
     "info_nce",
     "masked_logsumexp",
+    "meow",
     "metrix",
     "mw_auc",
     "nce_rows",
