@@ -45,6 +45,7 @@ def test_run_writes_metrics_history_and_a_report_then_refuses_to_overwrite(tmp_p
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["seed"] == 2 and list(metrics["strategies"]) == ["scl"]
+    assert 0 <= metrics["strategies"]["scl"]["opis"] <= 0.5 and 0 <= metrics["baselines"]["raw"]["opis"] <= 0.5
     report = (out / "report.md").read_text()
     knn = metrics["strategies"]["scl"]["knn_acc"]
     assert f"| scl | yes | {knn:.4f} |" in report  # the table is generated from metrics.json

@@ -31,7 +31,15 @@ from negkit.data import (
 )
 from negkit.data.registry import dataset_loader
 from negkit.io import load_torch, read_json, save_torch
-from negkit.metrics import alignment, knn_accuracy, linear_probe_accuracy, retrieval_metrics, tolerance, uniformity
+from negkit.metrics import (
+    alignment,
+    knn_accuracy,
+    linear_probe_accuracy,
+    opis,
+    retrieval_metrics,
+    tolerance,
+    uniformity,
+)
 from negkit.models import ContrastiveModel, build_model
 from negkit.negatives import negative_report
 from negkit.report import plots
@@ -100,6 +108,7 @@ class ContrastiveTask(Task):
         Column("alignment", "align ↓", "{:.3f}"),
         Column("uniformity", "unif ↓", "{:.3f}"),
         Column("tolerance", "tolerance", "{:.3f}"),
+        Column("opis", "OPIS ↓", "{:.4f}"),
         Column("false_negative_rate", "FN rate", "{:.3f}"),
         Column("train_seconds", "train s", "{:.1f}"),
     )
@@ -166,6 +175,10 @@ class ContrastiveTask(Task):
             metrics["alignment"] = alignment(*positive_pairs)
         metrics["uniformity"] = uniformity(test)
         metrics["tolerance"] = tolerance(test, data.test_y)
+        try:  # threshold consistency across classes (negkit's OPIS); needs two classes with pairs of both kinds
+            metrics["opis"] = opis(test, data.test_y)
+        except ValueError:
+            metrics["opis"] = None
         return metrics
 
     def baselines(self) -> dict[str, dict[str, Any]]:
@@ -329,7 +342,9 @@ class ContrastiveTask(Task):
             f"{train['warmup_epochs']} epochs, cosine), weight decay {train['weight_decay']}, views {config['views']}, "
             f"seed {config['seed']}. Metrics on the test split, on backbone features: weighted kNN "
             f"(k = {config['eval']['knn_k']}), linear probe (logistic regression), retrieval of test queries against "
-            "the train set (R@1, MAP@R), alignment and uniformity (Wang & Isola), tolerance (Wang & Liu), and the "
-            "false-negative rate of the in-batch negatives each strategy used (share with the anchor's label)."
+            "the train set (R@1, MAP@R), alignment and uniformity (Wang & Isola), tolerance (Wang & Liu), OPIS "
+            "(negkit's definition: variance across classes of the true- and false-positive rates of cosine "
+            "thresholds 0–0.99; lower = one threshold serves every class), and the false-negative rate of the "
+            "in-batch negatives each strategy used (share with the anchor's label)."
         )
         return setup, sections
