@@ -84,7 +84,7 @@ def mine_command(
     ef_search: Annotated[int | None, typer.Option(help="hnsw: efSearch (default max(2·depth, 64)).")] = None,
     pq_m: Annotated[int | None, typer.Option(help="ivfpq: bytes per vector (default ≤ d/8, divides d).")] = None,
     pq_bits: Annotated[int, typer.Option(help="ivfpq: bits per sub-quantiser.")] = 8,
-    refine: Annotated[int, typer.Option(help="ivfpq: re-score refine·depth candidates exactly (0 = off).")] = 4,
+    refine: Annotated[int, typer.Option(help="ivfpq: re-score refine·depth candidates exactly (0 = off).")] = 16,
     train_size: Annotated[int | None, typer.Option(help="ivf/ivfpq: training rows (default 40·nlist).")] = None,
 ) -> None:
     """Mine hard negatives for the queries of PAIRS and write a training file, the ids, a manifest and a report."""
