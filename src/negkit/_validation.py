@@ -166,6 +166,18 @@ def check_features(name: str, x: object, ndim: int | Sequence[int], *, finite: b
     return x
 
 
+def check_pair(first: object, second: object, names: tuple[str, str] = ("anchor", "positive")) -> None:
+    """Check two paired ``[B,d]`` feature tensors (row i of one goes with row i of the other): both finite and
+    floating, the same shape, dtype family and device. ``names`` are the arguments' names for the messages."""
+    check_features(names[0], first, 2)
+    check_tensor(names[1], second, 2)
+    if second.shape != first.shape:
+        raise ValueError(
+            f"{names[1]} must have the shape of {names[0]} {tuple(first.shape)}, got {tuple(second.shape)}"
+        )
+    check_compatible(names[0], first, **{names[1]: second})
+
+
 def check_int(name: str, value: object, *, low: int, high: int | None = None) -> int:
     """Return ``value`` as an ``int`` after checking ``low <= value [<= high]``; bools and floats are refused."""
     if isinstance(value, bool) or not hasattr(value, "__index__"):

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from negkit._optional import available
 from negkit.losses import DegenerateBatchError, strict
 from negkit.negatives import (
     AdaptiveK,
@@ -63,9 +62,8 @@ SAMPLERS = {
     "class": lambda: ClassConditionalSampler(3),
     "hardness": lambda: HardnessSampler(3, 2.0),
     "mined": lambda: MinedSampler(3, backend="exact"),
+    "mined-faiss": lambda: MinedSampler(3, backend="faiss"),  # faiss is a test dependency (negkit[dev])
 }
-if available("faiss"):
-    SAMPLERS["mined-faiss"] = lambda: MinedSampler(3, backend="faiss")
 
 
 def _labels(sampler, rows=4, size=30):
@@ -119,7 +117,6 @@ def test_samplers_are_scale_invariant(name):
             torch.testing.assert_close(other.log_weights, draws[0].log_weights)
 
 
-@pytest.mark.skipif(not available("faiss"), reason="faiss is not installed")
 def test_faiss_backend_matches_the_exact_one_on_bad_pools():
     bad = pool.clone()
     bad[3] = math.nan

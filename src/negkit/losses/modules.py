@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from negkit._validation import (
     check_finite_scalar,
+    check_pair,
     check_positive_scalar,
     check_reduction,
     check_similarity,
@@ -486,9 +487,9 @@ class MEOW(_Loss):
         self.proto_weight = check_finite_scalar("proto_weight", proto_weight, low=0.0)
 
     def forward(self, anchor: Tensor, positive: Tensor) -> Tensor:
-        from negkit.losses.functional.weighted import _check_pair, pcl_concentrations, spherical_kmeans
+        from negkit.losses.functional.weighted import pcl_concentrations, spherical_kmeans
 
-        _check_pair(anchor, positive)
+        check_pair(anchor, positive)
         rows = anchor.shape[0]
         assignments, centroids, concentrations = [], [], []
         tau = float(self.temperature.detach()) if isinstance(self.temperature, Tensor) else self.temperature

@@ -9,6 +9,7 @@ from negkit._validation import (
     check_compatible,
     check_features,
     check_mask,
+    check_pair,
     check_positive_scalar,
     check_reduction,
     check_similarity,
@@ -26,11 +27,7 @@ from negkit.losses.functional.core import (
 
 def check_two_views(z1: Tensor, z2: Tensor) -> None:
     """Check two ``[B,d]`` views of the same samples."""
-    check_features("z1", z1, 2)
-    check_tensor("z2", z2, 2)
-    if z1.shape != z2.shape:
-        raise ValueError(f"z2 must have the shape of z1 {tuple(z1.shape)}, got {tuple(z2.shape)}")
-    check_compatible("z1", z1, z2=z2)
+    check_pair(z1, z2, ("z1", "z2"))
 
 
 def dcl(

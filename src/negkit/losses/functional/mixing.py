@@ -8,10 +8,9 @@ import torch
 from torch import Tensor
 
 from negkit._validation import (
-    check_compatible,
-    check_features,
     check_finite_scalar,
     check_int,
+    check_pair,
     check_positive_scalar,
     check_reduction,
     check_similarity,
@@ -69,11 +68,7 @@ def metrix(
     weight_value = check_finite_scalar("weight", weight, low=0.0)
     check_reduction(reduction)
     check_similarity(similarity)
-    check_features("anchor", anchor, 2)
-    check_tensor("positive", positive, 2)
-    if positive.shape != anchor.shape:
-        raise ValueError(f"positive must have the shape of anchor {tuple(anchor.shape)}, got {tuple(positive.shape)}")
-    check_compatible("anchor", anchor, positive=positive)
+    check_pair(anchor, positive)
     rows = anchor.shape[0]
     k = min(top_k, max(rows - 1, 0))
     if lam is not None:

@@ -10,6 +10,7 @@ from negkit._validation import (
     check_features,
     check_labels,
     check_logits_finite,
+    check_pair,
     check_positive_scalar,
     check_reduction,
     check_similarity,
@@ -101,12 +102,8 @@ def info_nce(
         if negative_log_weights is not None:
             raise ValueError("negatives already carries its log-weights; do not also pass negative_log_weights")
         negatives, negative_log_weights = negatives
-    check_features("anchor", anchor, 2)
-    check_tensor("positive", positive, 2)
-    if positive.shape != anchor.shape:
-        raise ValueError(f"positive must have the shape of anchor {tuple(anchor.shape)}, got {tuple(positive.shape)}")
+    check_pair(anchor, positive)
     batch, dim = anchor.shape
-    check_compatible("anchor", anchor, positive=positive)
     if negatives is not None:
         check_features("negatives", negatives, (2, 3))
         check_compatible("anchor", anchor, negatives=negatives)

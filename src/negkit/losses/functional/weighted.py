@@ -10,9 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from negkit._validation import (
-    check_compatible,
-    check_features,
     check_finite_scalar,
+    check_pair,
     check_positive_scalar,
     check_reduction,
     check_similarity,
@@ -55,7 +54,7 @@ def adameow(
     check_positive_scalar("temperature", temperature)
     check_reduction(reduction)
     check_similarity(similarity)
-    _check_pair(anchor, positive)
+    check_pair(anchor, positive)
     rows = anchor.shape[0]
     check_tensor("weight_logits", weight_logits, 2)
     if tuple(weight_logits.shape) != (rows, rows):
@@ -66,14 +65,6 @@ def adameow(
     result = nce_rows(row, logits, negative_log_weights=log_weights, include_positive=False)
     skipped = skip_anchors(rows, empty="anchor")
     return reduce_loss(result.loss, reduction, skipped=skipped)
-
-
-def _check_pair(anchor: Tensor, positive: Tensor) -> None:
-    check_features("anchor", anchor, 2)
-    check_tensor("positive", positive, 2)
-    if anchor.shape != positive.shape:
-        raise ValueError(f"positive must have the shape of anchor {tuple(anchor.shape)}, got {tuple(positive.shape)}")
-    check_compatible("anchor", anchor, positive=positive)
 
 
 def meow(
@@ -118,7 +109,7 @@ def meow(
     check_positive_scalar("temperature", temperature)
     weight = check_finite_scalar("proto_weight", proto_weight, low=0.0)
     check_reduction(reduction)
-    _check_pair(anchor, positive)
+    check_pair(anchor, positive)
     rows = anchor.shape[0]
     if not isinstance(assignments, Tensor) or assignments.dim() != 2 or assignments.shape[0] != rows:
         shape = tuple(assignments.shape) if isinstance(assignments, Tensor) else type(assignments).__name__
