@@ -13,6 +13,7 @@ from negkit.data.registry import (
     stratified_split,
     with_label_noise,
 )
+from negkit.data.samplers import MPerClassSampler, NoDuplicatesBatchSampler
 from negkit.data.views import ViewConfig, random_views
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "DatasetSplits",
     "DatasetUnavailableError",
     "IndexedDataset",
+    "MPerClassSampler",
+    "NoDuplicatesBatchSampler",
     "ViewConfig",
     "iterate_batches",
     "list_datasets",
