@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from negkit.losses import DegenerateBatchError, count_skipped, create_loss, get_loss, info_nce, metrix, strict
+from negkit.losses.functional.mixing import metrix_plan, mix_rows
 from tests.losses.helpers import grads, randn
 
 
@@ -146,3 +147,99 @@ def test_bad_inputs_name_the_argument():
         metrix(a, p[:3])
     with pytest.raises(ValueError, match="positive"):
         metrix(a, p.float())
+
+
+# ------------------------------------------------------------------ mixes made outside: input and feature space
+
+
+def mixed_loop(anchor, positive, mixed, lam, *, temperature, weight):
+    """negkit's Metrix with given mix embeddings ``mixed [B,k,d]`` (cosine), one anchor and mix at a time."""
+    B, k = lam.shape
+    out = []
+    for i in range(B):
+        logit = [sim(anchor[i], positive[j], "cosine") / temperature for j in range(B)]
+        negatives = sum(torch.exp(logit[j]) for j in range(B) if j != i)
+        clean_z = torch.exp(logit[i]) + negatives
+        terms = []
+        for r in range(k):
+            m = sim(anchor[i], mixed[i, r], "cosine") / temperature
+            as_positive = -torch.log(torch.exp(m) / (torch.exp(m) + negatives))
+            as_negative = torch.log(clean_z + torch.exp(m)) - torch.log(clean_z)
+            terms.append(lam[i, r] * as_positive + (1 - lam[i, r]) * as_negative)
+        out.append(-torch.log(torch.exp(logit[i]) / clean_z) + weight * sum(terms) / k)
+    return torch.stack(out)
+
+
+def test_plan_picks_the_hardest_negatives_and_draws_lambda_as_metrix():
+    a, p = randn(0, 7, 4), randn(1, 7, 4)
+    plan = metrix_plan(a, p, top_k=3, generator=torch.Generator().manual_seed(5))
+    for i in range(7):
+        order = sorted((j for j in range(7) if j != i), key=lambda j: -float(sim(a[i], p[j], "cosine")))[:3]
+        assert plan.hardest[i].tolist() == order
+    assert plan.lam.shape == (7, 3) and bool(((plan.lam > 0) & (plan.lam < 1)).all())
+    # the embedding-space mixes of the plan reproduce metrix's own draw, value for value
+    mixed = mix_rows(torch.nn.functional.normalize(p, dim=1), plan.hardest, plan.lam)
+    own = metrix(a, p, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(metrix(a, p, lam=plan.lam, mixed=mixed), own)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 6), st.integers(1, 4), st.floats(0.1, 1.0), st.floats(0.0, 2.0), st.integers(0, 2**31 - 1))
+def test_given_mixes_match_the_loop_reference(B, top_k, temperature, weight, seed):
+    a, p = randn(seed, B, 3, requires_grad=True), randn(seed + 1, B, 3, requires_grad=True)
+    k = min(top_k, B - 1)
+    mixed = randn(seed + 2, B, k, 3, requires_grad=True)
+    lam = torch.rand(B, k, generator=torch.Generator().manual_seed(seed + 3), dtype=torch.float64)
+    got = metrix(a, p, lam=lam, mixed=mixed, top_k=top_k, temperature=temperature, weight=weight, reduction="none")
+    want = mixed_loop(a, p, mixed, lam, temperature=temperature, weight=weight)
+    torch.testing.assert_close(got, want)
+    for g_got, g_want in zip(grads(got.sum(), a, p, mixed), grads(want.sum(), a, p, mixed), strict=True):
+        torch.testing.assert_close(g_got, g_want)
+
+
+def test_gradcheck_through_the_mixes():
+    a, p = randn(0, 4, 3, requires_grad=True), randn(1, 4, 3)
+    mixed = randn(2, 4, 2, 3, requires_grad=True)
+    lam = torch.rand(4, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x, m: metrix(x, p, lam=lam, mixed=m, top_k=2, temperature=0.5), (a, mixed))
+
+
+def test_input_space_mixes_of_a_linear_encoder_equal_embedding_space_mixes():
+    # f(x) = W x is linear: encoding λ x_i + (1 − λ) x_n gives λ f(x_i) + (1 − λ) f(x_n) (dot similarity)
+    weight = randn(0, 5, 2 * 3 * 3)
+    x = randn(1, 6, 2, 3, 3)
+    encode = lambda images: images.flatten(1) @ weight.T  # noqa: E731
+    a, p = randn(2, 6, 5), encode(x)
+    plan = metrix_plan(a, p, top_k=2, similarity="dot", generator=torch.Generator().manual_seed(0))
+    images = mix_rows(x, plan.hardest, plan.lam)  # [B, k, 2, 3, 3]
+    assert images.shape == (6, 2, 2, 3, 3)
+    for i in range(6):
+        for r in range(2):
+            lam, n = plan.lam[i, r].double(), int(plan.hardest[i, r])
+            torch.testing.assert_close(images[i, r], lam * x[i] + (1 - lam) * x[n])
+    mixed = encode(images.flatten(0, 1)).unflatten(0, (6, 2))
+    kw = dict(lam=plan.lam, top_k=2, similarity="dot", temperature=0.5)
+    torch.testing.assert_close(metrix(a, p, mixed=mixed, **kw), metrix(a, p, **kw))
+
+
+def test_mixes_made_outside_are_checked():
+    a, p = randn(0, 4, 3), randn(1, 4, 3)
+    lam = torch.full((4, 2), 0.5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="mixed needs lam"):
+        metrix(a, p, top_k=2, mixed=randn(2, 4, 2, 3))
+    with pytest.raises(ValueError, match="mixed"):
+        metrix(a, p, top_k=2, lam=lam, mixed=randn(2, 4, 3, 3))
+    with pytest.raises(ValueError, match="mixed"):
+        metrix(a, p, top_k=2, lam=lam, mixed=randn(2, 4, 2, 3, dtype=torch.float32))
+    hardest = torch.tensor([[1, 2], [0, 2], [0, 1], [0, 1]])
+    with pytest.raises(ValueError, match="partners"):
+        mix_rows(p, hardest + 3, lam)
+    with pytest.raises(ValueError, match="partners"):
+        mix_rows(p, hardest.double(), lam)
+    with pytest.raises(ValueError, match="lam"):
+        mix_rows(p, hardest, lam[:, :1])
+    with pytest.raises(ValueError, match="lam"):
+        metrix_plan(a, p, top_k=2, lam=lam[:, :1])
+    with pytest.raises(ValueError, match="alpha"):
+        metrix_plan(a, p, alpha=0.0)
+    assert metrix_plan(a[:1], p[:1]).hardest.shape == (1, 0)
