@@ -32,9 +32,9 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
+from negkit.data.samplers import NoDuplicatesBatchSampler
 from negkit.data.text import (
     RetrievalData,
-    duplicate_free_batches,
     list_retrieval_datasets,
     load_retrieval_dataset,
     retrieval_loader,
@@ -400,12 +400,10 @@ class RetrievalTask(Task):
         data = self.data
         mcmc = MCMCSampler(data.num_queries, strategy.k, strategy.beta) if strategy.negatives == "mcmc" else None
         # duplicate-free batching packs first-fit, so the batch count varies a little between epochs: the schedule
-        # uses one seeded draw, and any extra steps of an epoch run at the schedule's final (zero) learning rate
-        steps = len(
-            duplicate_free_batches(
-                self.train_ids, data.batch_keys(), self.config.train.batch_size, torch.Generator().manual_seed(0)
-            )
-        )
+        # uses one seeded draw (the sampler's epoch 0), and any extra steps of an epoch run at the schedule's final
+        # (zero) learning rate
+        sampler = NoDuplicatesBatchSampler(data.batch_keys(), self.config.train.batch_size, indices=self.train_ids)
+        steps = len(sampler)
         return Trainee(
             towers,
             strategy,
@@ -416,7 +414,7 @@ class RetrievalTask(Task):
                 else None,
                 "mcmc": mcmc,
             },
-            scratch={"steps": steps, "primary": torch.tensor([ids[0] for ids in data.relevant])},
+            scratch={"steps": steps, "sampler": sampler, "primary": torch.tensor([ids[0] for ids in data.relevant])},
         )
 
     def steps_per_epoch(self, trainee: Trainee) -> int:
@@ -449,8 +447,7 @@ class RetrievalTask(Task):
             trainee.scratch["documents"] = embed(towers, num_documents=data.num_documents)
 
     def batches(self, trainee: Trainee, generator: torch.Generator) -> Any:
-        keys = self.data.batch_keys()
-        return duplicate_free_batches(self.train_ids, keys, self.config.train.batch_size, generator)
+        return trainee.scratch["sampler"].epoch_batches(generator)  # drawn with the run's generator
 
     def step(self, trainee: Trainee, batch: Any, generator: torch.Generator) -> StepResult | None:
         strategy, towers, relevant = trainee.strategy, trainee.model, self.relevant
