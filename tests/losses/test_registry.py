@@ -62,6 +62,7 @@ STRATEGY_LOSS = {
     "hard-k": "info_nce",
     "mined-k": "info_nce",
     "queue": "info_nce",
+    "moco": "info_nce",
     "ans": "info_nce",
     "sogclr": "global_contrastive",
     "emc2": "emc2",

@@ -85,8 +85,8 @@ def test_parameters_and_errors():
     assert create_strategy("hscl", beta=2.0).beta == 2.0
     with pytest.raises(ValueError, match="strategy 'simclr' has no parameter beta; valid: temperature"):
         create_strategy("simclr", beta=1.0)
-    with pytest.raises(ValueError, match="unknown strategy 'moco'; choose from:"):
-        get_strategy("moco")
+    with pytest.raises(ValueError, match="unknown strategy 'byol'; choose from:"):
+        get_strategy("byol")
     with pytest.raises(ValueError, match="already registered"):
         register_strategy("simclr", "again", uses_labels=False)(StrategyLoss)
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import abc
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from negkit._validation import normalize_rows
+from negkit._validation import check_int, normalize_rows
 from negkit.losses import get_loss
 from negkit.metrics import false_negative_rate, in_batch_false_negative_rate
+from negkit.models.momentum import BN_MODES, MOMENTUM_SCHEDULES, MomentumEncoder
 from negkit.negatives import (
     AdaptiveK,
     ClassConditionalSampler,
@@ -172,8 +173,23 @@ class MinedK(CachedNegatives):
         )
 
 
+def _queue_false_negative_rate(labels: Tensor, queue: Queue, in_batch: bool) -> float:
+    """Share of same-label rows among an anchor's negatives: the other rows of the batch (when ``in_batch``)
+    and the queue's rows, weighted by their numbers."""
+    batch = max(0, len(labels) - 1) if in_batch else 0
+    queued = len(queue.embeddings)
+    rate = in_batch_false_negative_rate(labels) * batch if batch else 0.0
+    if queued and len(labels):
+        rate += false_negative_rate(labels, queue.labels.expand(len(labels), -1)) * queued
+    return rate / max(1, batch + queued)
+
+
 @register_strategy("queue", "InfoNCE with in-batch negatives plus a FIFO queue of past batches", uses_labels=False)
 class QueueStrategy(StrategyLoss):
+    """InfoNCE of ``z1`` against ``z2``: anchor i sees the other ``B − 1`` rows of ``z2`` and every row of a
+    FIFO queue of the ``size`` latest (detached) ``z2`` rows of past batches, produced by the *same* encoder at
+    earlier steps (stale keys; :class:`MoCo` computes them with a momentum encoder instead)."""
+
     def __init__(self, size: int = 1024, temperature: float = _TEMPERATURE) -> None:
         super().__init__()
         self.size, self.temperature = int(size), temperature
@@ -186,17 +202,113 @@ class QueueStrategy(StrategyLoss):
 
     def forward(self, z1: Tensor, z2: Tensor, labels: Tensor, index: Tensor) -> Tensor:
         queued = self.queue.embeddings
-        in_batch, queue_size = max(0, len(labels) - 1), len(queued)
-        rate = in_batch_false_negative_rate(labels) * in_batch if in_batch else 0.0
-        if queue_size and len(labels):
-            rate += false_negative_rate(labels, self.queue.labels.expand(len(labels), -1)) * queue_size
-        self._last_fnr = rate / max(1, in_batch + queue_size)
+        self._last_fnr = _queue_false_negative_rate(labels, self.queue, in_batch=True)
         loss = self.loss(z1, z2, queued if len(queued) else None)
         self.queue.enqueue(z2.detach(), labels, index)
         return loss
 
     def false_negative_rate(self, labels: Tensor) -> float:
         return self._last_fnr
+
+
+@register_strategy(
+    "moco",
+    "MoCo v2: keys from a momentum encoder, InfoNCE against the other keys of the batch and a queue of past keys",
+    uses_labels=False,
+)
+class MoCo(StrategyLoss):
+    """Momentum contrast (He et al., CVPR 2020; MoCo v2, Chen et al., 2020), shuffle-free, on one process.
+
+    Queries are the online encoder's projections ``z1, z2 [B, d]`` of two views; keys ``k1, k2 [B, d]`` are the
+    projections of the same views by a :class:`negkit.models.momentum.MomentumEncoder` (no gradient), which
+    follows the online encoder by ``θ_k ← m·θ_k + (1 − m)·θ_q`` before every step. The loss is InfoNCE
+    (``info_nce``) of query ``z1[i]`` with positive key ``k2[i]``; anchor i's negatives are the ``size`` (at most)
+    keys of the queue (keys of past batches, oldest dropped first) and, with ``in_batch``, the other ``B − 1``
+    keys ``k2[j]`` of this batch (MoCo's own first step has an empty queue; with them it already has
+    negatives). ``symmetric`` averages it with the same loss for ``z2`` against ``k1`` (MoCo v3's symmetrised
+    loss; the task computes both views anyway). After the loss, ``k2`` is enqueued.
+
+    The momentum encoder is attached by the task (:meth:`attach_encoder`, a copy of the freshly built model)
+    and fed the two views of each batch (:meth:`encode_keys`) before :meth:`forward`. Used on embeddings alone
+    (nothing attached or encoded) the keys are the detached ``z2, z1``: the ``queue`` strategy without gradient
+    through the positives. ``momentum_schedule="cosine"`` raises the momentum from ``momentum`` to 1 over
+    training (BYOL). ``bn`` is the key encoder's batch-norm mode (``"batch"`` or ``"running"``; see
+    :mod:`negkit.models.momentum`). State (``state_dict``): the key encoder's weights and step count, the queue
+    and its pointer.
+    """
+
+    def __init__(
+        self,
+        size: int = 1024,
+        temperature: float = _TEMPERATURE,
+        momentum: float = 0.99,
+        momentum_schedule: str = "constant",
+        bn: str = "batch",
+        symmetric: bool = True,
+        in_batch: bool = True,
+    ) -> None:
+        super().__init__()
+        self.size, self.temperature = check_int("size", size, low=1), temperature
+        if not 0.0 <= float(momentum) <= 1.0:
+            raise ValueError(f"momentum must lie in [0, 1], got {momentum!r}")
+        if momentum_schedule not in MOMENTUM_SCHEDULES:
+            raise ValueError(f"momentum_schedule must be one of {MOMENTUM_SCHEDULES}, got {momentum_schedule!r}")
+        if bn not in BN_MODES:
+            raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
+        self.momentum, self.momentum_schedule, self.bn = float(momentum), momentum_schedule, bn
+        self.symmetric, self.in_batch = bool(symmetric), bool(in_batch)
+        self.loss = _INFO_NCE.create(temperature=temperature, in_batch_negatives=self.in_batch)
+        self.queue: Queue | None = None
+        self.key_encoder: MomentumEncoder | None = None
+        self._online: list[nn.Module] = []  # the online encoder, not a submodule (its weights are the model's)
+        self._keys: tuple[Tensor, Tensor] | None = None
+        self._last_fnr = 0.0
+        self._last_momentum = float(momentum)
+
+    def bind(self, num_samples: int, dim: int) -> None:
+        self.queue = Queue(self.size, dim)
+
+    def attach_encoder(self, model: nn.Module, total_steps: int | None = None) -> None:
+        """Copy ``model`` (freshly initialised) as the momentum key encoder; ``total_steps`` sizes the cosine
+        momentum schedule. The online ``model`` is remembered (not registered) for the EMA updates."""
+        self.key_encoder = MomentumEncoder(
+            model, self.momentum, schedule=self.momentum_schedule, total_steps=total_steps, bn=self.bn
+        )
+        self._online = [model]
+
+    @torch.no_grad()
+    def encode_keys(self, view1: Tensor, view2: Tensor) -> tuple[Tensor, Tensor]:
+        """One EMA step of the key encoder towards the online encoder, then the keys ``(k1, k2)`` of the two
+        views (one forward pass over both, as the online encoder's), kept for the next :meth:`forward`."""
+        if self.key_encoder is None:
+            raise RuntimeError("moco: attach_encoder(model) first (the task does it when it builds the strategy)")
+        self._last_momentum = self.key_encoder.update(self._online[0])
+        k1, k2 = self.key_encoder(torch.cat([view1, view2])).chunk(2)
+        self._keys = (k1, k2)
+        return k1, k2
+
+    def forward(self, z1: Tensor, z2: Tensor, labels: Tensor, index: Tensor) -> Tensor:
+        k1, k2 = self._keys if self._keys is not None else (z1.detach(), z2.detach())
+        self._keys = None
+        if k1.shape != z1.shape or k2.shape != z2.shape:
+            raise ValueError(f"moco: keys {tuple(k2.shape)} do not match the queries {tuple(z2.shape)}")
+        queued = self.queue.embeddings.to(z1.dtype)
+        negatives = queued if len(queued) else None
+        self._last_fnr = _queue_false_negative_rate(labels, self.queue, self.in_batch)
+        if not self.in_batch and negatives is None:  # no negative at all: a zero loss connected to the queries
+            loss = 0.0 * (z1.sum() + z2.sum())
+        else:
+            loss = self.loss(z1, k2.to(z1.dtype), negatives)
+            if self.symmetric:
+                loss = 0.5 * (loss + self.loss(z2, k1.to(z2.dtype), negatives))
+        self.queue.enqueue(k2.detach(), labels, index)
+        return loss
+
+    def false_negative_rate(self, labels: Tensor) -> float:
+        return self._last_fnr
+
+    def epoch_metrics(self) -> dict[str, float]:
+        return {"momentum": self._last_momentum} if self.key_encoder is not None else {}
 
 
 @register_strategy(

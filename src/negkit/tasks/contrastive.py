@@ -202,11 +202,14 @@ class ContrastiveTask(Task):
         strategy = create_strategy(parse_strategy_entry(entry)[0], **self.config.params_for(entry))
         strategy.bind(len(self.data.train_x), settings.projection_dim)
         dataset = IndexedDataset(self.data.train_x, self.data.train_y)
+        batch_size = min(settings.batch_size, len(dataset))
+        if hasattr(strategy, "attach_encoder"):  # a momentum key encoder (moco) copies the fresh model
+            strategy.attach_encoder(model, settings.epochs * (len(dataset) // batch_size))
         return Trainee(
             model,
             strategy,
-            list(model.parameters()) + list(strategy.parameters()),
-            scratch={"dataset": dataset, "batch_size": min(settings.batch_size, len(dataset))},
+            list(model.parameters()) + [p for p in strategy.parameters() if p.requires_grad],
+            scratch={"dataset": dataset, "batch_size": batch_size},
         )
 
     def steps_per_epoch(self, trainee: Trainee) -> int:
@@ -222,6 +225,8 @@ class ContrastiveTask(Task):
     def step(self, trainee: Trainee, batch: Any, generator: torch.Generator) -> StepResult:
         x, y, index = batch
         both = torch.cat([random_views(x, self.views, generator), random_views(x, self.views, generator)])
+        if hasattr(trainee.strategy, "encode_keys"):  # moco: keys of the same views by its momentum encoder
+            trainee.strategy.encode_keys(*both.chunk(2))
         z1, z2 = trainee.model(both).chunk(2)
         loss = trainee.strategy(z1, z2, y, index)
         return StepResult(loss, {"false_negative_rate": trainee.strategy.false_negative_rate(y)})
