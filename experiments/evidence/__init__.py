@@ -7,6 +7,7 @@ Research code, not part of the installed library: ``experiments/run.py`` (and ``
 from evidence.document import update_section
 from evidence.global_negatives import global_evidence
 from evidence.how_many import how_many_evidence
+from evidence.momentum import momentum_evidence
 from evidence.negatives import negatives_evidence
 from evidence.retrieval import retrieval_evidence
 
@@ -15,12 +16,14 @@ EVIDENCE = {
     "global": global_evidence,
     "how-many": how_many_evidence,
     "retrieval": retrieval_evidence,
+    "momentum": momentum_evidence,
 }
 
 __all__ = [
     "EVIDENCE",
     "global_evidence",
     "how_many_evidence",
+    "momentum_evidence",
     "negatives_evidence",
     "retrieval_evidence",
     "update_section",

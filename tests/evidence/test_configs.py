@@ -21,6 +21,7 @@ TASKS = {
     "global": {"contrastive"},
     "how-many": {"contrastive", "recommendation"},
     "retrieval": {"retrieval"},
+    "momentum": {"contrastive"},
 }
 REPORT = {
     "false_negative_rate": 0.1,
@@ -77,7 +78,7 @@ def fake_run_or_reuse(configs: list):
 @pytest.mark.parametrize("name", list(EVIDENCE))
 def test_every_config_validates_and_the_section_renders(name, quick, tmp_path, monkeypatch):
     configs: list = []
-    for module in ("negatives", "global_negatives", "how_many", "retrieval"):
+    for module in ("negatives", "global_negatives", "how_many", "retrieval", "momentum"):
         monkeypatch.setattr(getattr(evidence, module), "run_or_reuse", fake_run_or_reuse(configs))
     monkeypatch.setattr(evidence.negatives, "plots", MagicMock())
     monkeypatch.setattr(evidence.global_negatives, "plt", MagicMock(**{"subplots.return_value": (None, MagicMock())}))
