@@ -47,6 +47,7 @@ BUILT_IN = {
     "mw_auc": ("mw", "mannwhitney", "mann_whitney"),
     "global_contrastive": ("sogclr", "gcl"),
     "emc2": ("mcmc_global_contrastive",),
+    "gist": (),
 }
 
 #: Which registered loss each strategy trains (the strategy's parameters shared with it take its defaults).
@@ -87,6 +88,7 @@ def inputs(name: str) -> tuple[Tensor, ...]:
         "decoupled_softmax": (Z1, Z2, relevance),
         "mw_auc": (Z1 @ Z2.T, relevance),
         "emc2": (Z1, Z2, randn(3, B, 4, D)),
+        "gist": (Z1, Z2, Z1, Z2),  # the guide: the same embeddings
     }[name]
 
 

@@ -17,6 +17,7 @@ from negkit.losses.functional import (
     dcl,
     decoupled_softmax,
     emc2,
+    gist,
     hard_nce,
     indexed_info_nce,
     info_nce,
@@ -28,6 +29,7 @@ from negkit.losses.functional import (
     tcm,
 )
 from negkit.losses.global_contrastive import GlobalContrastiveLoss
+from negkit.losses.guided import GIST
 from negkit.losses.modules import (
     AMCL,
     DCL,
@@ -47,6 +49,7 @@ from negkit.losses.registry import LossSpec, create_loss, get_loss, list_losses,
 __all__ = [
     "AMCL",
     "DCL",
+    "GIST",
     "MEOW",
     "TCM",
     "AdaMEOW",
@@ -70,6 +73,7 @@ __all__ = [
     "emc2",
     "functional",
     "get_loss",
+    "gist",
     "hard_nce",
     "indexed_info_nce",
     "info_nce",

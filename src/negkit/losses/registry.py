@@ -47,6 +47,8 @@ amcl               —                             3 heads, τ∈(1e-5, 2), β=0
 adameow            —                             T=1.0, hidden=16                  AdaMEOW's ACM T and MLP width
 soft_top_k         —                             T=0.05, k=5, alpha=2, n_iter=32   DEXML's defaults
 tcm                —                             m⁺=0.9, m⁻=0.5, λ⁺=λ⁻=1           Zhang et al.; PML's defaults
+gist               —                             T=0.01, margin=0, absolute        sentence-transformers'
+                                                                                   GISTEmbedLoss
 ================== ============================= ================================= ===============================
 
 Changed meanings (before this table, ``create_loss`` had its own): ``create_loss("hucl")`` and ``"hscl"`` gave
@@ -70,6 +72,7 @@ from torch import Tensor, nn
 
 from negkit.losses import functional as F
 from negkit.losses.global_contrastive import GlobalContrastiveLoss
+from negkit.losses.guided import GIST
 from negkit.losses.modules import (
     AMCL,
     DCL,
@@ -456,4 +459,14 @@ register_loss(
     description="MEOW's hard-weighted InfoNCE + ProtoNCE (module only: it clusters each batch; the function "
     "losses.meow takes assignments [B,K]): (anchor [B,d], positive [B,d]); anchor i sees each positive_j weighted "
     "by the number of clusterings that separate i and j",
+)
+
+register_loss(
+    "gist",
+    function=F.gist,
+    module=GIST,
+    defaults={"temperature": 0.01, "margin": 0.0, "margin_strategy": "absolute"},
+    description="GISTEmbed's guided InfoNCE: (anchor [B,d], positive [B,d], guide_anchor [B,d_g], guide_positive "
+    "[B,d_g], negatives=None|[N,d], guide_negatives); anchor i sees the other p_j, a_j, p_i–p_j pairs and the "
+    "negatives minus those the guide scores above its positive − margin (and inputs equal by key)",
 )

@@ -12,6 +12,7 @@ from negkit.losses.functional.core import (
     similarity_logits,
 )
 from negkit.losses.functional.decoupled import dcl, decoupled_softmax
+from negkit.losses.functional.guided import gist
 from negkit.losses.functional.hard import debiased_log_mass, hard_nce, hardness_log_weights
 from negkit.losses.functional.mixing import metrix
 from negkit.losses.functional.nce import info_nce
@@ -29,6 +30,7 @@ __all__ = [
     "debiased_log_mass",
     "decoupled_softmax",
     "emc2",
+    "gist",
     "hard_nce",
     "hardness_log_weights",
     "indexed_info_nce",
