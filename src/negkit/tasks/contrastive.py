@@ -30,6 +30,7 @@ from negkit.data import (
     random_views,
 )
 from negkit.data.registry import dataset_loader
+from negkit.distributed import gather, local_rows
 from negkit.io import load_torch, read_json, save_torch
 from negkit.metrics import (
     alignment,
@@ -99,6 +100,7 @@ class ContrastiveTask(Task):
     default_dataset = "mnist5000"
     default_strategies = ("simclr", "dcl", "hucl", "scl", "supcon", "hscl", "ans:in_batch=true")
     step_fields = ("false_negative_rate",)
+    trains_across_processes = True  # negkit.train.loop.fit: global negatives under torchrun
     extra_options: ClassVar[dict[str, type]] = {"label_noise": float}  # any dataset (negkit.data.load_dataset)
     columns = (
         Column("knn_acc", "kNN acc"),
@@ -227,7 +229,10 @@ class ContrastiveTask(Task):
         both = torch.cat([random_views(x, self.views, generator), random_views(x, self.views, generator)])
         if hasattr(trainee.strategy, "encode_keys"):  # moco: keys of the same views by its momentum encoder
             trainee.strategy.encode_keys(*both.chunk(2))
-        z1, z2 = trainee.model(both).chunk(2)
+        # Across processes: this rank encodes its slice of the views and the loss sees the gathered global batch.
+        view1, view2 = (local_rows(view) for view in both.chunk(2))
+        z1, z2 = trainee.scratch.get("ddp", trainee.model)(torch.cat([view1, view2])).chunk(2)
+        z1, z2 = gather(z1), gather(z2)
         loss = trainee.strategy(z1, z2, y, index)
         return StepResult(loss, {"false_negative_rate": trainee.strategy.false_negative_rate(y)})
 

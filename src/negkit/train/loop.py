@@ -5,6 +5,15 @@ AdamW with linear warm-up and cosine decay per step, optional gradient-norm clip
 every epoch (model, strategy, task state, optimiser, schedule, random generator, history) and resume from it,
 the epoch records (loss, learning rate, seconds, the task's step means and epoch metrics), and progress
 callbacks. The task supplies the model, the batches and the loss (:class:`negkit.tasks.Task`).
+
+Across processes (``torchrun --nproc_per_node N -m negkit run config.toml``: a process group is running, see
+:mod:`negkit.distributed`) every rank builds the same model and draws the same batches from the same seed; the
+batch-norm layers normalise with the statistics of the global batch (:func:`negkit.distributed.sync_batch_norm`)
+and the model is wrapped in ``DistributedDataParallel``, kept in ``trainee.scratch["ddp"]``: a task that trains
+across processes (``trains_across_processes = True``) encodes its rank's slice of each global batch through it and
+gathers the outputs with gradient before the loss, so every strategy sees the global batch (global negatives)
+and the parameters move as in one process on the whole batch. Only rank 0 writes the checkpoint; every rank
+resumes from it.
 """
 
 from __future__ import annotations
@@ -12,11 +21,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
+from negkit.distributed import on_main, sync_batch_norm, world
 from negkit.tasks import Task, Trainee
 from negkit.train.checkpoint import load_training_state, save_training_state
 from negkit.train.schedule import warmup_cosine
@@ -36,8 +48,13 @@ def fit(
     when it exists; return the trained :class:`Trainee` and the epoch records (one dict per epoch)."""
     config = task.config
     settings = config.train
+    processes = world()[1]
+    if processes > 1 and not getattr(task, "trains_across_processes", False):
+        raise ValueError(f"the {task.name} task does not train across processes; run it in one process")
     torch.manual_seed(config.seed)  # every strategy starts from the same initial weights
     trainee = task.build(entry)
+    if processes > 1:
+        distribute(trainee)
     optimizer = torch.optim.AdamW(trainee.parameters, lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = task.steps_per_epoch(trainee)
     scheduler = warmup_cosine(optimizer, settings.epochs * steps_per_epoch, settings.warmup_epochs * steps_per_epoch)
@@ -83,8 +100,19 @@ def fit(
         }
         record.update(task.end_epoch(trainee, epoch, epoch + 1 == settings.epochs))
         history.append(record)
-        save_training_state(checkpoint, generator=generator, epoch=epoch + 1, history=history, **stateful)
+        on_main(
+            partial(save_training_state, checkpoint, generator=generator, epoch=epoch + 1, history=history, **stateful)
+        )
         if on_epoch_end is not None:
             on_epoch_end(record)
     trainee.model.eval()
     return trainee, history
+
+
+def distribute(trainee: Trainee) -> None:
+    """Make ``trainee`` train across the running process group: global batch norm in its model, and the model
+    wrapped in ``DistributedDataParallel`` (``trainee.scratch["ddp"]``; ``trainee.model`` stays the plain module
+    for evaluation and checkpoints). Parameters outside the model (a strategy's) need no exchange: every rank
+    computes the same global loss, so their gradients are equal on every rank."""
+    sync_batch_norm(trainee.model)
+    trainee.scratch["ddp"] = DistributedDataParallel(trainee.model)

@@ -10,6 +10,9 @@ Run folder layout::
     DIR/embeddings/NAME.pt       test-set features of each strategy (tasks that plot them)
     DIR/history.csv              one row per (strategy, epoch)
     DIR/metrics.json             everything, once the run is finished
+
+Across processes (``torchrun ... -m negkit run``) every rank trains; only rank 0 writes into the run folder
+(:func:`negkit.distributed.on_main`: the others wait for its result, and raise its error).
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from negkit.distributed import init_from_env, on_main
 from negkit.io import read_json, write_json, write_text
 from negkit.strategies import get_strategy, parse_strategy_entry
 from negkit.tasks import Task, get_task
@@ -63,7 +68,17 @@ class RunPaths:
 def prepare_run_dir(
     out: str | Path, config: RunConfig | None, *, force: bool = False, resume: bool = False
 ) -> tuple[RunPaths, RunConfig]:
-    """Create (or, with ``resume``, reopen) a run folder; refuse to overwrite a run unless ``force``."""
+    """Create (or, with ``resume``, reopen) a run folder; refuse to overwrite a run unless ``force``.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) this starts the process group (gloo: the runner trains on the CPU)
+    unless one is running; rank 0 prepares the folder and every rank gets its result."""
+    init_from_env("gloo")
+    return on_main(partial(_prepare_run_dir, out, config, force=force, resume=resume))
+
+
+def _prepare_run_dir(
+    out: str | Path, config: RunConfig | None, *, force: bool, resume: bool
+) -> tuple[RunPaths, RunConfig]:
     paths = RunPaths(Path(out))
     if paths.root.exists() and not paths.root.is_dir():
         raise RunDirError(f"{paths.root} is a file, not a run folder; choose another --out")
@@ -124,7 +139,7 @@ def run_strategies(
         saved = read_saved(paths.result(name), lambda path: _result(read_json(path)), remedy)
         strategies[name] = saved["metrics"]
         history.extend(saved["history"])
-        write_history(paths, history)
+        on_main(partial(write_history, paths, history))
     return strategies
 
 
@@ -138,6 +153,10 @@ def train_one(task: Task, entry: str, paths: RunPaths, *, on_epoch_end: EpochCal
     """Train one strategy entry through the loop (resuming from its checkpoint), then save its final metrics
     and history to ``results/ENTRY.json``; return the metrics."""
     trainee, history = fit(task, entry, paths.checkpoint(entry), on_epoch_end=on_epoch_end)
+    return on_main(partial(_finish, task, entry, paths, trainee, history))
+
+
+def _finish(task: Task, entry: str, paths: RunPaths, trainee: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
     metrics = task.final_metrics(trainee, history, paths.root)
     name, _ = parse_strategy_entry(entry, task=task.name)
     spec = get_strategy(name)
@@ -161,12 +180,7 @@ def run_experiment(
     started = time.perf_counter()
     task = get_task(config.task)(config)
     task.load()
-    baselines_path = paths.root / "results" / "_baselines.json"
-    if baselines_path.exists():
-        baselines = read_saved(baselines_path, read_json, "delete it to measure the baselines again")
-    else:
-        baselines = task.baselines()
-        write_json(baselines_path, baselines)
+    baselines = on_main(partial(_baselines, task, paths.root / "results" / "_baselines.json"))
     strategies = run_strategies(
         paths, config, lambda entry: train_one(task, entry, paths, on_epoch_end=on_epoch_end), on_strategy_start
     )
@@ -180,8 +194,16 @@ def run_experiment(
         "strategies": strategies,
         "wall_seconds": time.perf_counter() - started,
     }
-    write_json(paths.metrics, metrics)
+    on_main(partial(write_json, paths.metrics, metrics))
     return metrics
+
+
+def _baselines(task: Task, path: Path) -> dict[str, Any]:
+    if path.exists():
+        return read_saved(path, read_json, "delete it to measure the baselines again")
+    baselines = task.baselines()
+    write_json(path, baselines)
+    return baselines
 
 
 def read_logged_estimates(run_dir: str | Path) -> tuple[float, float]:
