@@ -19,7 +19,7 @@ LAYERS = [
     {"strategies"},
     {"tasks"},
     {"train"},
-    {"cli"},
+    {"cli", "__main__"},  # python -m negkit
 ]
 
 
