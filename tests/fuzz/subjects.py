@@ -465,6 +465,36 @@ def _global_info_nce_case(draw: Callable[..., Any]) -> Case:
     )
 
 
+def _siglip_case(distributed: bool) -> Callable[[Callable[..., Any]], Case]:
+    function = F.siglip_distributed if distributed else F.siglip  # one process: the same loss
+
+    def build(draw: Callable[..., Any]) -> Case:
+        batch, dim, seed = _draw_common(draw)
+        args: dict[str, Any] = {"anchor": _randn(seed, batch, dim), "positive": _randn(seed + 1, batch, dim)}
+        args |= {"logit_scale": draw(st.sampled_from([10.0, 100.0])), "logit_bias": -10.0}
+        batch_args, ints = ["anchor", "positive"], {}
+        if draw(st.booleans()):
+            args["labels"] = _randint(seed + 2, 3, batch)
+            batch_args.append("labels")
+            ints["labels"] = (None, None)
+        chunk_size = draw(st.sampled_from([None, 2]))
+
+        def call(a: dict[str, Any]) -> Any:
+            rest = {k: v for k, v in a.items() if k not in ("anchor", "positive")}
+            return function(a["anchor"], a["positive"], chunk_size=chunk_size, **rest)
+
+        return Case(
+            args,
+            call,
+            tuple(batch_args),
+            ("anchor", "positive"),
+            ints,
+            scalars={"logit_scale": BAD_TEMPERATURES, "logit_bias": [math.nan, math.inf, "0"]},
+        )
+
+    return build
+
+
 class _Identity(nn.Module):
     def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:  # pragma: no cover - never called
         return {"sentence_embedding": features["x"]}
@@ -515,11 +545,13 @@ LOSS_BUILDERS: dict[str, Callable[[Callable[..., Any]], Case]] = {
     "amcl": _amcl_case,
     "metrix": _metrix_case,
     "meow": _meow_case,
+    "siglip": _siglip_case(False),
 }
 EXTRA_LOSSES: dict[str, Callable[[Callable[..., Any]], Case]] = {
     "indexed_info_nce": _indexed_case,
     "global_info_nce": _global_info_nce_case,
     "NegkitLoss": _negkit_loss_case,
+    "siglip_distributed": _siglip_case(True),
 }
 
 
@@ -1118,7 +1150,8 @@ NOT_CALLED = {
         "AdaMEOW",
         "SoftTopK",
         "SupCon",
-        "TCM",  # registry modules
+        "TCM",
+        "SigLIP",  # registry modules
         "GlobalContrastiveLoss",  # the registry's global_contrastive
         "DegenerateBatchError",
         "LossSpec",

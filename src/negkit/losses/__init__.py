@@ -24,6 +24,8 @@ from negkit.losses.functional import (
     meow,
     metrix,
     mw_auc,
+    siglip,
+    siglip_distributed,
     soft_top_k,
     sup_con,
     tcm,
@@ -45,6 +47,7 @@ from negkit.losses.modules import (
     SupCon,
 )
 from negkit.losses.registry import LossSpec, create_loss, get_loss, list_losses, register_loss, unregister_loss
+from negkit.losses.sigmoid import SigLIP
 
 __all__ = [
     "AMCL",
@@ -61,6 +64,7 @@ __all__ = [
     "InfoNCE",
     "LossSpec",
     "MannWhitneyLoss",
+    "SigLIP",
     "SkipCounter",
     "SoftTopK",
     "SupCon",
@@ -84,6 +88,8 @@ __all__ = [
     "mw_auc",
     "register_loss",
     "set_strict",
+    "siglip",
+    "siglip_distributed",
     "soft_top_k",
     "strict",
     "sup_con",

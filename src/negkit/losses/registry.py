@@ -49,6 +49,8 @@ soft_top_k         —                             T=0.05, k=5, alpha=2, n_iter=
 tcm                —                             m⁺=0.9, m⁻=0.5, λ⁺=λ⁻=1           Zhang et al.; PML's defaults
 gist               —                             T=0.01, margin=0, absolute        sentence-transformers'
                                                                                    GISTEmbedLoss
+siglip             —                             t=10, b=−10 (module: learnable,   SigLIP's published
+                                                 t ≤ 100)                          initialisation (Zhai et al.)
 ================== ============================= ================================= ===============================
 
 Changed meanings (before this table, ``create_loss`` had its own): ``create_loss("hucl")`` and ``"hscl"`` gave
@@ -88,6 +90,7 @@ from negkit.losses.modules import (
     SoftTopK,
     SupCon,
 )
+from negkit.losses.sigmoid import SigLIP
 
 __all__ = [
     "FunctionLoss",
@@ -460,7 +463,14 @@ register_loss(
     "losses.meow takes assignments [B,K]): (anchor [B,d], positive [B,d]); anchor i sees each positive_j weighted "
     "by the number of clusterings that separate i and j",
 )
-
+register_loss(
+    "siglip",
+    function=F.siglip,
+    module=SigLIP,
+    defaults={"logit_scale": 10.0, "logit_bias": -10.0},
+    description="SigLIP's pairwise sigmoid loss: (anchor [B,d], positive [B,d], labels=None); anchor i sees each of "
+    "the B positives as one logistic term, a positive for j = i (or equal labels), a negative otherwise",
+)
 register_loss(
     "gist",
     function=F.gist,

@@ -17,6 +17,7 @@ from negkit.losses.functional.hard import debiased_log_mass, hard_nce, hardness_
 from negkit.losses.functional.mixing import metrix
 from negkit.losses.functional.nce import info_nce
 from negkit.losses.functional.sampled import emc2
+from negkit.losses.functional.siglip import siglip, siglip_distributed
 from negkit.losses.functional.soft_topk import soft_top_k, soft_top_k_threshold
 from negkit.losses.functional.supervised import sup_con
 from negkit.losses.functional.tcm import tcm
@@ -42,6 +43,8 @@ __all__ = [
     "nce_rows",
     "positive_nll",
     "reduce_loss",
+    "siglip",
+    "siglip_distributed",
     "similarity_logits",
     "soft_top_k",
     "soft_top_k_threshold",
