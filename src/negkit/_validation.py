@@ -83,10 +83,32 @@ def check_tensor(name: str, x: object, ndim: int | Sequence[int], *, finite: boo
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if finite:
+        check_finite(**{name: x})
+    return x
+
+
+def check_finite(**tensors: Tensor | None) -> None:
+    """Raise ``ValueError`` naming the first argument that holds a NaN or an inf; ``None`` entries are ignored.
+
+    One cheap pass and one host synchronisation for all of them: the sum of every tensor is finite unless one
+    holds a non-finite value (NaN and ±inf propagate through a sum) or the sum overflowed; only then are the
+    entries counted, one tensor at a time, to name the offender (an overflow alone raises nothing). Skipped
+    inside :func:`fast_checks` (shapes, dtypes and arguments are still checked).
+    """
+    if not value_checks():
+        return
+    present = [(name, x) for name, x in tensors.items() if x is not None and x.numel()]
+    if not present:
+        return
+    total = present[0][1].detach().sum()
+    for _, x in present[1:]:
+        total = total + x.detach().sum()
+    if bool(torch.isfinite(total)):
+        return
+    for name, x in present:
         bad = count_non_finite(x)
         if bad:
             raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
-    return x
 
 
 def count_non_finite(x: Tensor, chunk: int = 1 << 22) -> int:
@@ -132,7 +154,7 @@ def check_mask(name: str, mask: object, shape: tuple[int, ...], device: torch.de
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {list(shape)}, got {tuple(mask.shape)}")
     if mask.dtype != torch.bool:
-        if not bool(((mask == 0) | (mask == 1)).all()):
+        if value_checks() and not bool(((mask == 0) | (mask == 1)).all()):
             raise ValueError(f"{name} must contain only 0 and 1")
         mask = mask != 0
     return mask.to(device)
@@ -166,16 +188,22 @@ def check_features(name: str, x: object, ndim: int | Sequence[int], *, finite: b
     return x
 
 
-def check_pair(first: object, second: object, names: tuple[str, str] = ("anchor", "positive")) -> None:
+def check_pair(
+    first: object, second: object, names: tuple[str, str] = ("anchor", "positive"), *, finite: bool = True
+) -> None:
     """Check two paired ``[B,d]`` feature tensors (row i of one goes with row i of the other): both finite and
-    floating, the same shape, dtype family and device. ``names`` are the arguments' names for the messages."""
-    check_features(names[0], first, 2)
-    check_tensor(names[1], second, 2)
+    floating, the same shape, dtype family and device. ``names`` are the arguments' names for the messages.
+    ``finite=False`` leaves the value scan to the caller (to batch it with other tensors in one
+    :func:`check_finite`)."""
+    check_features(names[0], first, 2, finite=False)
+    check_tensor(names[1], second, 2, finite=False)
     if second.shape != first.shape:
         raise ValueError(
             f"{names[1]} must have the shape of {names[0]} {tuple(first.shape)}, got {tuple(second.shape)}"
         )
     check_compatible(names[0], first, **{names[1]: second})
+    if finite:
+        check_finite(**{names[0]: first, names[1]: second})
 
 
 def check_int(name: str, value: object, *, low: int, high: int | None = None) -> int:
@@ -230,6 +258,41 @@ def check_logits_finite(logits: Tensor, *, similarity: str, temperature: float |
         f"the logits similarity({names}) / temperature overflow {logits.dtype} (similarity={similarity!r}, "
         f"temperature={value:g}); {hint}"
     )
+
+
+# ------------------------------------------------------------------------------------- fast checks
+
+_FAST_DEFAULT = [False]
+_FAST_OVERRIDE: contextvars.ContextVar[bool | None] = contextvars.ContextVar("negkit_fast_checks", default=None)
+
+
+def set_fast_checks(flag: bool = True) -> None:
+    """Process-wide: skip the checks that read every value (non-finite inputs, 0/1 masks) on the hot path
+    (``True``), or run them (``False``, the default). Shapes, dtypes, devices and arguments are checked either
+    way, and the degenerate-batch policy is unchanged. A :func:`fast_checks` block overrides it.
+
+    With the value checks off a NaN or inf in the inputs is not reported: the loss comes out NaN (or, for an
+    anchor the loss skips, is silently 0). Use it once a pipeline is known to produce finite embeddings.
+    """
+    _FAST_DEFAULT[0] = bool(flag)
+
+
+def value_checks() -> bool:
+    """Whether the checks that scan every value run here (not inside :func:`fast_checks` / after
+    :func:`set_fast_checks`)."""
+    override = _FAST_OVERRIDE.get()
+    return not (_FAST_DEFAULT[0] if override is None else override)
+
+
+@contextlib.contextmanager
+def fast_checks(flag: bool = True) -> Iterator[None]:
+    """``with fast_checks():`` the value scans (non-finite inputs) are skipped inside the block; see
+    :func:`set_fast_checks` (``fast_checks(False)`` turns them back on)."""
+    token = _FAST_OVERRIDE.set(bool(flag))
+    try:
+        yield
+    finally:
+        _FAST_OVERRIDE.reset(token)
 
 
 # ----------------------------------------------------------------------------------- degenerate batches

@@ -6,6 +6,9 @@ The names these modules are built by, and each name's defaults, are in :mod:`neg
 A learnable temperature is kept, not copied to a float: pass an ``nn.Parameter`` (registered: it is in
 ``parameters()`` and the ``state_dict``) or any tensor with ``requires_grad=True`` (kept as given: its
 ``.grad`` fills in; the module does not own it). A float, or a tensor without gradient, is stored as a float.
+``learnable_temperature=True`` (or ``temperature=LogitScale(...)``) learns it the way CLIP does: the module owns
+a :class:`LogitScale` (``log(1/T)``, its scale clamped to at most 100) under ``module.temperature``, in
+``parameters()`` and the ``state_dict``; :meth:`SkipCounting.current_temperature` is the value a call uses.
 
 After every ``forward``, ``module.skipped_anchors`` is the number of anchors that call skipped (degenerate
 batches: no positive, or no negative left; see :func:`negkit.losses.count_skipped`).
@@ -13,6 +16,7 @@ batches: no positive, or no negative left; see :func:`negkit.losses.count_skippe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -31,10 +35,81 @@ from negkit._validation import (
 from negkit.losses import functional as F
 
 
-def module_temperature(value: float | Tensor) -> float | Tensor:
-    """A module's temperature: the tensor itself when it is learnable (``nn.Parameter`` or ``requires_grad``),
-    else a float; checked to be finite and > 0 either way."""
+class LogitScale(nn.Module):
+    """A learnable temperature, CLIP's way: the parameter is ``log_scale = log(1/T)`` and the scale used is
+    ``exp(min(log_scale, log(max_scale)))`` (Radford et al. 2021 initialise ``T = 0.07`` and clamp the scale to
+    100, openai/CLIP#46; open_clip clamps the parameter after each step). Learning the logarithm keeps ``T > 0``
+    and makes steps relative; the clamp keeps the logits ``≤ max_scale`` in magnitude for cosine similarity. The
+    clamp in ``forward`` passes no gradient once the scale is at its bound (as a clamp of the parameter would
+    leave it there); :meth:`clamp_` projects the parameter itself, for a training loop that wants CLIP's form.
+
+    ``scale()`` is the multiplier ``1/T`` (a 0-dim tensor with gradient); ``temperature()`` (also ``forward()``)
+    is ``T = 1/scale`` for the ``temperature=`` argument of every negkit loss.
+
+    Args:
+        temperature: the initial ``T > 0`` (``1/T`` must not exceed ``max_scale``).
+        max_scale: the largest scale ``1/T`` (CLIP: 100, i.e. ``T ≥ 0.01``).
+        min_scale: an optional smallest scale (CLIP's parameter clamp at 0 is ``min_scale=1``, ``T ≤ 1``).
+    """
+
+    def __init__(self, temperature: float = 0.07, *, max_scale: float = 100.0, min_scale: float | None = None) -> None:
+        super().__init__()
+        temperature = check_positive_scalar("temperature", temperature)
+        self.max_scale = check_positive_scalar("max_scale", max_scale)
+        self.min_scale = None if min_scale is None else check_positive_scalar("min_scale", min_scale)
+        if self.min_scale is not None and self.min_scale > self.max_scale:
+            raise ValueError(f"min_scale must be <= max_scale ({self.max_scale}), got {self.min_scale}")
+        scale = 1.0 / temperature
+        if scale > self.max_scale * (1 + 1e-12) or (self.min_scale is not None and scale < self.min_scale):
+            bounds = f"[{1 / self.max_scale:g}, {'inf' if self.min_scale is None else f'{1 / self.min_scale:g}'}]"
+            raise ValueError(f"temperature must be in {bounds} (1/max_scale .. 1/min_scale), got {temperature:g}")
+        self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
+
+    def _bounded(self) -> Tensor:
+        low = None if self.min_scale is None else math.log(self.min_scale)
+        return self.log_scale.clamp(min=low, max=math.log(self.max_scale))
+
+    def scale(self) -> Tensor:
+        """``1/T``, clamped to ``[min_scale, max_scale]`` (0-dim, with gradient inside the bounds)."""
+        return self._bounded().exp()
+
+    def temperature(self) -> Tensor:
+        """``T = 1/scale`` (0-dim, with gradient inside the bounds)."""
+        return (-self._bounded()).exp()
+
+    def forward(self) -> Tensor:
+        return self.temperature()
+
+    @torch.no_grad()
+    def clamp_(self) -> LogitScale:
+        """Clamp the parameter itself into the bounds (CLIP's step after ``optimizer.step()``); returns self."""
+        self.log_scale.copy_(self._bounded())
+        return self
+
+    def extra_repr(self) -> str:
+        bounds = f"max_scale={self.max_scale:g}" + ("" if self.min_scale is None else f", min_scale={self.min_scale:g}")
+        return f"temperature={float(self.temperature().detach()):.4g}, {bounds}"
+
+
+def resolve_temperature(temperature: float | Tensor | LogitScale) -> float | Tensor:
+    """The temperature a loss call uses: a :class:`LogitScale`'s current ``T`` (with gradient), else as given."""
+    return temperature.temperature() if isinstance(temperature, LogitScale) else temperature
+
+
+def module_temperature(value: float | Tensor | LogitScale, *, learnable: bool = False) -> float | Tensor | LogitScale:
+    """A module's temperature: a :class:`LogitScale` as given (or a new one from ``value`` when ``learnable``),
+    the tensor itself when it is learnable (``nn.Parameter`` or ``requires_grad``), else a float; checked to be
+    finite and > 0 either way."""
+    if isinstance(value, LogitScale):
+        return value
     checked = check_positive_scalar("temperature", value)
+    if learnable:
+        if isinstance(value, Tensor) and value.requires_grad:
+            raise ValueError(
+                "learnable_temperature=True makes the module's own LogitScale; pass a float, or pass the learnable "
+                "tensor without learnable_temperature"
+            )
+        return LogitScale(checked)
     if isinstance(value, Tensor) and (isinstance(value, nn.Parameter) or value.requires_grad):
         return value
     return checked
@@ -54,11 +129,17 @@ class SkipCounting(nn.Module):
         self.skipped_anchors = skipped.anchors
         return out
 
+    def current_temperature(self) -> float | Tensor:
+        """The temperature of the next call: ``self.temperature``, or its :class:`LogitScale`'s current value."""
+        return resolve_temperature(self.temperature)
+
 
 class _Loss(SkipCounting):
-    def __init__(self, temperature: float | Tensor, reduction: str) -> None:
+    def __init__(
+        self, temperature: float | Tensor | LogitScale, reduction: str, learnable_temperature: bool = False
+    ) -> None:
         super().__init__()
-        self.temperature = module_temperature(temperature)
+        self.temperature = module_temperature(temperature, learnable=learnable_temperature)
         check_reduction(reduction)
         self.reduction = reduction
 
@@ -66,7 +147,8 @@ class _Loss(SkipCounting):
         fields = {
             k: v for k, v in vars(self).items() if not k.startswith("_") and k not in ("training", "skipped_anchors")
         }
-        fields = {"temperature": self.temperature, **fields}
+        if not isinstance(self.temperature, LogitScale):  # a LogitScale is shown as a child module
+            fields = {"temperature": self.temperature, **fields}
         return ", ".join(f"{k}={v!r}" for k, v in fields.items())
 
 
@@ -79,14 +161,15 @@ class InfoNCE(_Loss):
 
     def __init__(
         self,
-        temperature: float | Tensor = 0.1,
+        temperature: float | Tensor | LogitScale = 0.1,
         *,
         in_batch_negatives: bool = True,
         symmetric: bool = False,
         similarity: str = "cosine",
         reduction: str = "mean",
+        learnable_temperature: bool = False,
     ) -> None:
-        super().__init__(temperature, reduction)
+        super().__init__(temperature, reduction, learnable_temperature)
         check_similarity(similarity)
         self.in_batch_negatives = in_batch_negatives
         self.symmetric = symmetric
@@ -106,7 +189,7 @@ class InfoNCE(_Loss):
             anchor,
             positive,
             negatives,
-            temperature=self.temperature,
+            temperature=self.current_temperature(),
             labels=labels,
             in_batch_negatives=self.in_batch_negatives,
             negative_log_weights=negative_log_weights,
@@ -122,11 +205,19 @@ class SupCon(_Loss):
     See :func:`negkit.losses.functional.sup_con`.
     """
 
-    def __init__(self, temperature: float | Tensor = 0.1, *, reduction: str = "mean") -> None:
-        super().__init__(temperature, reduction)
+    def __init__(
+        self,
+        temperature: float | Tensor | LogitScale = 0.1,
+        *,
+        reduction: str = "mean",
+        learnable_temperature: bool = False,
+    ) -> None:
+        super().__init__(temperature, reduction, learnable_temperature)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return self.counted(F.sup_con, embeddings, labels, temperature=self.temperature, reduction=self.reduction)
+        return self.counted(
+            F.sup_con, embeddings, labels, temperature=self.current_temperature(), reduction=self.reduction
+        )
 
 
 class DCL(_Loss):
@@ -137,13 +228,14 @@ class DCL(_Loss):
 
     def __init__(
         self,
-        temperature: float | Tensor = 0.1,
+        temperature: float | Tensor | LogitScale = 0.1,
         *,
         sigma: float | None = None,
         detach_weights: bool = False,
         reduction: str = "mean",
+        learnable_temperature: bool = False,
     ) -> None:
-        super().__init__(temperature, reduction)
+        super().__init__(temperature, reduction, learnable_temperature)
         self.sigma = None if sigma is None else check_positive_scalar("sigma", sigma)
         self.detach_weights = detach_weights
 
@@ -152,7 +244,7 @@ class DCL(_Loss):
             F.dcl,
             z1,
             z2,
-            temperature=self.temperature,
+            temperature=self.current_temperature(),
             sigma=self.sigma,
             detach_weights=self.detach_weights,
             reduction=self.reduction,
@@ -167,14 +259,15 @@ class HardNCE(_Loss):
 
     def __init__(
         self,
-        temperature: float | Tensor = 0.5,
+        temperature: float | Tensor | LogitScale = 0.5,
         *,
         beta: float = 1.0,
         tau_plus: float = 0.0,
         detach_weights: bool = False,
         reduction: str = "mean",
+        learnable_temperature: bool = False,
     ) -> None:
-        super().__init__(temperature, reduction)
+        super().__init__(temperature, reduction, learnable_temperature)
         self.beta = check_finite_scalar("beta", beta, low=0.0)
         self.tau_plus = check_finite_scalar("tau_plus", tau_plus, low=0.0, high=1.0, high_inclusive=False)
         self.detach_weights = detach_weights
@@ -185,7 +278,7 @@ class HardNCE(_Loss):
             z1,
             z2,
             labels,
-            temperature=self.temperature,
+            temperature=self.current_temperature(),
             beta=self.beta,
             tau_plus=self.tau_plus,
             detach_weights=self.detach_weights,
@@ -200,9 +293,14 @@ class DecoupledSoftmax(_Loss):
     """
 
     def __init__(
-        self, temperature: float | Tensor = 0.05, *, similarity: str = "cosine", reduction: str = "mean"
+        self,
+        temperature: float | Tensor | LogitScale = 0.05,
+        *,
+        similarity: str = "cosine",
+        reduction: str = "mean",
+        learnable_temperature: bool = False,
     ) -> None:
-        super().__init__(temperature, reduction)
+        super().__init__(temperature, reduction, learnable_temperature)
         check_similarity(similarity)
         self.similarity = similarity
 
@@ -212,7 +310,7 @@ class DecoupledSoftmax(_Loss):
             query,
             items,
             relevance,
-            temperature=self.temperature,
+            temperature=self.current_temperature(),
             similarity=self.similarity,
             reduction=self.reduction,
         )
@@ -242,9 +340,14 @@ class EMC2Loss(_Loss):
     """
 
     def __init__(
-        self, temperature: float | Tensor = 0.1, *, similarity: str = "cosine", reduction: str = "mean"
+        self,
+        temperature: float | Tensor | LogitScale = 0.1,
+        *,
+        similarity: str = "cosine",
+        reduction: str = "mean",
+        learnable_temperature: bool = False,
     ) -> None:
-        super().__init__(temperature, reduction)
+        super().__init__(temperature, reduction, learnable_temperature)
         check_similarity(similarity)
         self.similarity = similarity
 
@@ -257,7 +360,7 @@ class EMC2Loss(_Loss):
             positive,
             negatives,
             negative_mask=negative_mask,
-            temperature=self.temperature,
+            temperature=self.current_temperature(),
             similarity=self.similarity,
             reduction=self.reduction,
         )
@@ -303,15 +406,16 @@ class SoftTopK(_Loss):
 
     def __init__(
         self,
-        temperature: float | Tensor = 0.05,
+        temperature: float | Tensor | LogitScale = 0.05,
         *,
         k: float = 5,
         alpha: float = 2.0,
         n_iter: int = 32,
         similarity: str = "cosine",
         reduction: str = "mean",
+        learnable_temperature: bool = False,
     ) -> None:
-        super().__init__(temperature, reduction)
+        super().__init__(temperature, reduction, learnable_temperature)
         check_positive_scalar("k", k)
         check_positive_scalar("alpha", alpha)
         if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
@@ -327,7 +431,7 @@ class SoftTopK(_Loss):
             relevance,
             k=self.k,
             alpha=self.alpha,
-            temperature=self.temperature,
+            temperature=self.current_temperature(),
             n_iter=self.n_iter,
             similarity=self.similarity,
             reduction=self.reduction,
@@ -346,13 +450,14 @@ class AdaMEOW(_Loss):
 
     def __init__(
         self,
-        temperature: float | Tensor = 1.0,
+        temperature: float | Tensor | LogitScale = 1.0,
         *,
         hidden: int = 16,
         similarity: str = "cosine",
         reduction: str = "mean",
+        learnable_temperature: bool = False,
     ) -> None:
-        super().__init__(temperature, reduction)
+        super().__init__(temperature, reduction, learnable_temperature)
         if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
             raise ValueError(f"hidden must be an int >= 1, got {hidden!r}")
         check_similarity(similarity)
@@ -380,7 +485,7 @@ class AdaMEOW(_Loss):
             anchor,
             positive,
             logits,
-            temperature=self.temperature,
+            temperature=self.current_temperature(),
             similarity=self.similarity,
             reduction=self.reduction,
         )
@@ -468,15 +573,16 @@ class MEOW(_Loss):
 
     def __init__(
         self,
-        temperature: float | Tensor = 0.9,
+        temperature: float | Tensor | LogitScale = 0.9,
         *,
         num_clusters: tuple[int, ...] = (8, 32),
         proto_weight: float = 1.0,
         n_iter: int = 20,
         seed: int = 0,
         reduction: str = "mean",
+        learnable_temperature: bool = False,
     ) -> None:
-        super().__init__(temperature, reduction)
+        super().__init__(temperature, reduction, learnable_temperature)
         counts = tuple(num_clusters) if isinstance(num_clusters, list | tuple) else None
         if not counts or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in counts):
             raise ValueError(f"num_clusters must be a non-empty sequence of ints >= 1, got {num_clusters!r}")
@@ -492,7 +598,8 @@ class MEOW(_Loss):
         check_pair(anchor, positive)
         rows = anchor.shape[0]
         assignments, centroids, concentrations = [], [], []
-        tau = float(self.temperature.detach()) if isinstance(self.temperature, Tensor) else self.temperature
+        current = self.current_temperature()
+        tau = float(current.detach()) if isinstance(current, Tensor) else current
         for k, count in enumerate(self.num_clusters):
             if rows == 0:
                 assignments.append(torch.zeros(0, dtype=torch.long, device=anchor.device))
@@ -506,7 +613,7 @@ class MEOW(_Loss):
             anchor,
             positive,
             torch.stack(assignments, dim=1),
-            temperature=self.temperature,
+            temperature=self.current_temperature(),
             centroids=centroids if rows else None,
             concentrations=concentrations if rows else None,
             proto_weight=self.proto_weight,

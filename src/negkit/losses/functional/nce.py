@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from negkit._validation import (
     check_compatible,
     check_features,
+    check_finite,
+    check_int,
     check_labels,
     check_logits_finite,
     check_pair,
@@ -18,14 +23,13 @@ from negkit._validation import (
     normalize_rows,
 )
 from negkit.losses.functional.core import (
+    _TINY_TEMPERATURE,
     average_kept,
     compute_dtype,
-    nce_rows,
     reduce_loss,
-    similarity_logits,
     skip_anchors,
 )
-from negkit.losses.functional.tiled import tiled_logsumexp
+from negkit.losses.functional.tiled import tiled_logsumexp, tiled_symmetric_logsumexp
 from negkit.negatives.types import GatheredNegatives
 
 
@@ -102,10 +106,10 @@ def info_nce(
         if negative_log_weights is not None:
             raise ValueError("negatives already carries its log-weights; do not also pass negative_log_weights")
         negatives, negative_log_weights = negatives
-    check_pair(anchor, positive)
+    check_pair(anchor, positive, finite=False)
     batch, dim = anchor.shape
     if negatives is not None:
-        check_features("negatives", negatives, (2, 3))
+        check_features("negatives", negatives, (2, 3), finite=False)
         check_compatible("anchor", anchor, negatives=negatives)
         if negatives.shape[-1] != dim:
             raise ValueError(f"negatives must have {dim} features (the last dim of anchor), got {negatives.shape[-1]}")
@@ -118,153 +122,202 @@ def info_nce(
         if negatives is None:
             raise ValueError("negative_log_weights was given but negatives is None")
         num_neg = negatives.shape[-2]
-        check_tensor("negative_log_weights", negative_log_weights, (1, 2))
+        check_tensor("negative_log_weights", negative_log_weights, (1, 2), finite=False)
         allowed = {(num_neg,), (batch, num_neg)}
         if tuple(negative_log_weights.shape) not in allowed:
             raise ValueError(
                 f"negative_log_weights must have shape [{num_neg}] or [{batch}, {num_neg}], "
                 f"got {tuple(negative_log_weights.shape)}"
             )
+    check_finite(anchor=anchor, positive=positive, negatives=negatives, negative_log_weights=negative_log_weights)
     if labels is not None:
         labels = check_labels("labels", labels, batch, anchor.device)
     if symmetric and not in_batch_negatives:
         raise ValueError("symmetric=True needs in_batch_negatives=True: the reverse direction's only candidates")
     if not in_batch_negatives and negatives is None:
         raise ValueError("no negatives: in_batch_negatives=False and negatives is None")
+    if chunk_size is not None:
+        chunk_size = check_int("chunk_size", chunk_size, low=1)
 
     columns = (batch if in_batch_negatives else 0) + (0 if negatives is None else negatives.shape[-2])
-    tiled = _use_tiles(chunk_size, batch * columns, negatives, negative_log_weights, temperature)
-    direction = _one_direction_tiled if tiled else _one_direction
-    extra = {"chunk_size": chunk_size or AUTO_CHUNK} if tiled else {}
+    chunk = chunk_size if chunk_size is not None else auto_chunk(batch, columns, dim)
+    inputs = _Inputs(anchor, positive, negatives, negative_log_weights, labels, in_batch_negatives, similarity)
+    if chunk is None:
+        forward, backward = _plain(inputs, temperature, symmetric)
+    else:
+        forward, backward = _tiled(inputs, temperature, symmetric, chunk)
+
+    # which anchors have no negative left: known from the shapes and labels, without reading the logits
+    explicit = negatives is not None and negatives.shape[-2] > 0
+    in_batch_missing = _no_in_batch_negative(batch, labels, anchor.device) if in_batch_negatives else True
     context = "labels removed every in-batch candidate" if labels is not None else ""
-    forward, no_negative = direction(
-        anchor, positive, negatives, temperature, labels, in_batch_negatives, negative_log_weights, similarity, **extra
-    )
+    no_negative = None if explicit else _as_rows(in_batch_missing, batch, anchor.device)
     skipped = skip_anchors(batch, no_negative=no_negative, context=context, empty="anchor")
-    if symmetric:
-        backward, no_negative = direction(
-            positive, anchor, None, temperature, labels, in_batch_negatives, None, similarity, **extra
-        )
-        reverse = f"{context}, positive → anchor direction" if context else "positive → anchor direction"
-        backward_skipped = skip_anchors(batch, no_negative=no_negative, context=reverse, empty="anchor")
-        forward, skipped = average_kept(forward, backward, skipped, backward_skipped)
-    return reduce_loss(forward, reduction, skipped=skipped)
+    if backward is None:
+        return reduce_loss(forward, reduction, skipped=skipped)
+    reverse = f"{context}, positive → anchor direction" if context else "positive → anchor direction"
+    reverse_missing = _as_rows(in_batch_missing, batch, anchor.device)
+    backward_skipped = skip_anchors(batch, no_negative=reverse_missing, context=reverse, empty="anchor")
+    loss, skipped = average_kept(forward, backward, skipped, backward_skipped)
+    return reduce_loss(loss, reduction, skipped=skipped)
 
 
-#: Above this many logits per direction, ``info_nce`` tiles the denominator even without ``chunk_size``.
-AUTO_TILE_LOGITS = 1 << 26
-AUTO_CHUNK = 128
+# ---------------------------------------------------------------------------------------- path and tile choice
+
+#: Without ``chunk_size``, the logits of one direction are tiled once they would exceed this many entries.
+AUTO_TILE_LOGITS = 1 << 22
+#: The tile width (columns) of the automatic choice: wide tiles, so that a core busy with another process
+#: stalls few parallel regions (128-column tiles ran 5.7× slower than plain torch with one core busy).
+AUTO_CHUNK = 2048
 
 
-def _use_tiles(
-    chunk_size: int | None,
-    logits: int,
-    negatives: Tensor | None,
-    negative_log_weights: Tensor | None,
-    temperature: float | Tensor,
-) -> bool:
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    supported = (
-        (negatives is None or negatives.dim() == 2)
-        and (negative_log_weights is None or negative_log_weights.dim() == 1)
-        and not (isinstance(temperature, Tensor) and temperature.requires_grad)
-    )
-    return supported and (chunk_size is not None or logits > AUTO_TILE_LOGITS)
+def auto_chunk(rows: int, columns: int, dim: int, threads: int | None = None) -> int | None:
+    """The tile width ``info_nce`` (and the losses built on its core) use without ``chunk_size``, or ``None``
+    for the plain path (one ``[rows, columns]`` logits matrix and ``F.cross_entropy``).
+
+    Measured on a 2-core CPU (``benchmarks/tiles.py``, ``benchmarks/results/tiles.md``): the plain path is the
+    fastest while the logits fit in a few MB; beyond ``AUTO_TILE_LOGITS`` entries, tiles of ``AUTO_CHUNK``
+    columns were as fast as plain torch or faster (they stay in cache and allocate nothing of size B × N) at a
+    fraction of the memory. ``dim`` and ``threads`` (default ``torch.get_num_threads()``) are accepted so that
+    the rule can depend on them; on this machine neither moved the crossover.
+    """
+    del dim, threads
+    if rows * columns <= AUTO_TILE_LOGITS:
+        return None
+    return min(AUTO_CHUNK, max(columns, 1))
 
 
-def _one_direction_tiled(
-    anchor: Tensor,
-    positive: Tensor,
-    negatives: Tensor | None,
-    temperature: float | Tensor,
-    labels: Tensor | None,
-    in_batch_negatives: bool,
-    negative_log_weights: Tensor | None,
-    similarity: str,
-    *,
-    chunk_size: int,
-) -> tuple[Tensor, Tensor]:
-    """Per-anchor InfoNCE ``[B]`` with the denominator's log-sum-exp over column tiles (same value and gradient
-    as :func:`_one_direction`), and the anchors with no negative ``[B]``."""
-    batch = anchor.shape[0]
-    dtype = compute_dtype(anchor.dtype)
-    a, p = anchor.to(dtype), positive.to(dtype)
-    if similarity == "cosine":
+# ------------------------------------------------------------------------------------------------ the two paths
+
+
+class _Inputs(NamedTuple):
+    anchor: Tensor
+    positive: Tensor
+    negatives: Tensor | None
+    log_weights: Tensor | None
+    labels: Tensor | None
+    in_batch: bool
+    similarity: str
+
+
+def _no_in_batch_negative(batch: int, labels: Tensor | None, device: torch.device) -> Tensor | bool:
+    """Anchors without an in-batch negative: all of them for ``B = 1``; with labels, those whose label every
+    row shares (``[B]`` bool; sorted counts, no ``[B, B]`` mask)."""
+    if labels is None or batch <= 1:
+        return batch <= 1
+    ordered = labels.sort().values
+    same = torch.searchsorted(ordered, labels, right=True) - torch.searchsorted(ordered, labels)
+    return same >= batch
+
+
+def _as_rows(flag: Tensor | bool, batch: int, device: torch.device) -> Tensor | None:
+    if isinstance(flag, Tensor):
+        return flag
+    return torch.ones(batch, dtype=torch.bool, device=device) if flag else None
+
+
+def _prepared(inputs: _Inputs) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The inputs in the compute dtype, L2-normalised for cosine (each row once, shared by both directions)."""
+    dtype = compute_dtype(inputs.anchor.dtype)
+    a, p = inputs.anchor.to(dtype), inputs.positive.to(dtype)
+    n = None if inputs.negatives is None else inputs.negatives.to(dtype)
+    if inputs.similarity == "cosine":
         a, p = normalize_rows(a), normalize_rows(p)
-    scale = 1.0 / float(temperature)
+        n = None if n is None else normalize_rows(n)
+    return a, p, n
+
+
+def _must_check(similarity: str, temperature: float | Tensor) -> bool:
+    """Whether the logits can overflow: dot products of unbounded inputs, or a cosine over a tiny temperature."""
+    return similarity != "cosine" or _temperature_value(temperature) < _TINY_TEMPERATURE
+
+
+def _temperature_value(temperature: float | Tensor) -> float:
+    return float(temperature.detach()) if isinstance(temperature, Tensor) else float(temperature)
+
+
+def _explicit_logits(scaled_a: Tensor, n: Tensor, log_weights: Tensor | None) -> Tensor:
+    """``[B, K]`` logits of the explicit negatives (shared ``[K,d]`` or per anchor ``[B,K,d]``) plus log-weights."""
+    logits = scaled_a @ n.T if n.dim() == 2 else torch.einsum("bd,bkd->bk", scaled_a, n)
+    return logits if log_weights is None else logits + log_weights.to(logits.dtype)
+
+
+def _plain(inputs: _Inputs, temperature: float | Tensor, symmetric: bool) -> tuple[Tensor, Tensor | None]:
+    """Per-anchor InfoNCE ``[B]`` of each direction (the reverse one ``None`` unless ``symmetric``) from one logits
+    matrix: ``F.cross_entropy`` on the candidates' logits (``-inf`` for label-masked ones), and for the reverse
+    direction on the transposed in-batch block (open_clip's ``ClipLoss`` does the same)."""
+    a, p, n = _prepared(inputs)
+    batch = a.shape[0]
+    scaled_a = a / temperature  # [B,d]: the temperature is applied once per row, not once per logit
+    blocks: list[Tensor] = []
+    batch_logits = None
+    if inputs.in_batch:
+        batch_logits = scaled_a @ p.T
+        blocks.append(batch_logits)
+        target = torch.arange(batch, device=a.device)
+    else:
+        blocks.append((scaled_a * p).sum(dim=1, keepdim=True))
+        target = torch.zeros(batch, dtype=torch.long, device=a.device)
+    if n is not None:
+        blocks.append(_explicit_logits(scaled_a, n, inputs.log_weights))
+    if _must_check(inputs.similarity, temperature):
+        for block in blocks:
+            check_logits_finite(block, similarity=inputs.similarity, temperature=temperature, names=_NAMES)
+    if batch_logits is not None and inputs.labels is not None:
+        same = inputs.labels.unsqueeze(1) == inputs.labels.unsqueeze(0)
+        same.fill_diagonal_(False)
+        batch_logits = blocks[0] = batch_logits.masked_fill(same, float("-inf"))
+    logits = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+    forward = F.cross_entropy(logits, target, reduction="none")
+    if not symmetric or batch_logits is None:
+        return forward, None
+    return forward, F.cross_entropy(batch_logits.T, target, reduction="none")
+
+
+_NAMES = "anchor, candidates"
+
+
+def _check_logits(logits: Tensor, similarity: str, temperature: float | Tensor) -> None:
+    """Overflowed log-sum-exps are ``+inf`` or NaN (``-inf``, a row with no candidate, is legal)."""
+    values = logits.detach()
+    check_logits_finite(
+        torch.where(torch.isneginf(values), torch.zeros_like(values), values),
+        similarity=similarity,
+        temperature=temperature,
+        names=_NAMES,
+    )
+
+
+def _tiled(
+    inputs: _Inputs, temperature: float | Tensor, symmetric: bool, chunk_size: int
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`_plain` (same value and gradient) with the in-batch and shared candidates' log-sum-exp over column
+    tiles (:mod:`negkit.losses.functional.tiled`); symmetric: both directions from one pass over the tiles."""
+    a, p, n = _prepared(inputs)
+    batch = a.shape[0]
+    scale = 1.0 / temperature
     positive_logits = (a * p).sum(dim=1) * scale
-    has_negative = torch.zeros(batch, dtype=torch.bool, device=anchor.device)
-    parts = [] if in_batch_negatives else [positive_logits]
-    if in_batch_negatives:
-        own = torch.arange(batch, device=anchor.device)
+    labels, backward = inputs.labels, None
+    parts = [] if inputs.in_batch else [positive_logits]
+    if inputs.in_batch and symmetric:
+        row, column = tiled_symmetric_logsumexp(a, p, scale, labels=labels, chunk_size=chunk_size)
+        parts.append(row)
+        backward = column - positive_logits
+    elif inputs.in_batch:
+        own = torch.arange(batch, device=a.device)
         parts.append(
             tiled_logsumexp(a, p, scale, row_labels=labels, col_labels=labels, own_column=own, chunk_size=chunk_size)
         )
-        if labels is None:
-            has_negative |= batch > 1
-        else:
-            ordered = labels.sort().values
-            same = torch.searchsorted(ordered, labels, right=True) - torch.searchsorted(ordered, labels)
-            has_negative |= same < batch
-    if negatives is not None:
-        n = negatives.to(dtype)
-        if similarity == "cosine":
-            n = normalize_rows(n)
-        weights = None if negative_log_weights is None else negative_log_weights.to(dtype)
+    if n is not None and n.dim() == 2:
+        weights = None if inputs.log_weights is None else inputs.log_weights.to(a.dtype)
         parts.append(tiled_logsumexp(a, n, scale, log_weights=weights, chunk_size=chunk_size))
-        has_negative |= negatives.shape[0] > 0  # explicit negatives: every anchor has them
-    log_denominator = parts[0] if len(parts) == 1 else torch.logaddexp(*parts)
-    check_logits_finite(
-        torch.stack([positive_logits.detach(), log_denominator.detach()]),
-        similarity=similarity,
-        temperature=temperature,
-        names="anchor, candidates",
-    )
-    return log_denominator - positive_logits, ~has_negative
-
-
-def _one_direction(
-    anchor: Tensor,
-    positive: Tensor,
-    negatives: Tensor | None,
-    temperature: float | Tensor,
-    labels: Tensor | None,
-    in_batch_negatives: bool,
-    negative_log_weights: Tensor | None,
-    similarity: str,
-) -> tuple[Tensor, Tensor]:
-    """Per-anchor InfoNCE ``[B]`` for one direction, and the anchors with no negative ``[B]``; candidates
-    assembled as columns for the core."""
-    batch = anchor.shape[0]
-    blocks: list[Tensor] = []
-    masks: list[Tensor] = []
-    weights: list[Tensor] = []
-    if in_batch_negatives:
-        batch_logits = similarity_logits(anchor, positive, temperature, similarity, names="anchor, positive")
-        positive_logits = batch_logits.diagonal().unsqueeze(1)
-        others = ~torch.eye(batch, dtype=torch.bool, device=anchor.device)
-        if labels is not None:
-            others = others & (labels.unsqueeze(0) != labels.unsqueeze(1))
-        blocks.append(batch_logits)
-        masks.append(others)
-        if negative_log_weights is not None:
-            weights.append(torch.zeros_like(batch_logits))
-    else:
-        positive_logits = similarity_logits(
-            anchor, positive.unsqueeze(1), temperature, similarity, names="anchor, positive"
-        )
-    if negatives is not None:
-        explicit = similarity_logits(anchor, negatives, temperature, similarity, names="anchor, negatives")
-        blocks.append(explicit)
-        masks.append(torch.ones_like(explicit, dtype=torch.bool))
-        if negative_log_weights is not None:
-            weights.append(negative_log_weights.to(explicit.dtype).expand_as(explicit))
-    rows = nce_rows(
-        positive_logits,
-        torch.cat(blocks, dim=1),
-        negative_mask=torch.cat(masks, dim=1),
-        negative_log_weights=torch.cat(weights, dim=1) if weights else None,
-        include_positive=True,
-    )
-    return rows.loss, rows.no_negative
+    elif n is not None:  # per-anchor negatives: [B, K] logits, no tiles needed
+        parts.append(torch.logsumexp(_explicit_logits(a * scale, n, inputs.log_weights), dim=1))
+    log_denominator = parts[0] if len(parts) == 1 else torch.logaddexp(*parts) if len(parts) == 2 else None
+    if log_denominator is None:
+        log_denominator = torch.logsumexp(torch.stack(parts), dim=0)
+    if _must_check(inputs.similarity, temperature):
+        _check_logits(torch.stack([positive_logits, log_denominator]), inputs.similarity, temperature)
+        if backward is not None:
+            _check_logits(backward, inputs.similarity, temperature)
+    return log_denominator - positive_logits, backward

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from negkit._validation import (
     check_features,
+    check_int,
     check_labels,
     check_logits_finite,
     check_positive_scalar,
@@ -14,7 +15,7 @@ from negkit._validation import (
     normalize_rows,
 )
 from negkit.losses.functional.core import compute_dtype, nce_rows, reduce_loss, similarity_logits, skip_anchors
-from negkit.losses.functional.nce import AUTO_CHUNK, AUTO_TILE_LOGITS
+from negkit.losses.functional.nce import auto_chunk
 from negkit.losses.functional.tiled import tiled_logsumexp
 
 
@@ -42,12 +43,12 @@ def sup_con(
     Args:
         embeddings: ``[N,d]``; cosine similarity (L2-normalised inside).
         labels: ``[N]`` class ids. Two views of one image carry the same id.
-        temperature: T > 0.
+        temperature: T > 0, a float or a 0-dim tensor (learnable: it receives its gradient on both paths).
         reduction: ``"mean"`` over anchors with a positive | ``"sum"`` | ``"none"`` (``[N]``).
         chunk_size: compute the denominator in column tiles (memory O(N·chunk) instead of O(N²); see
             :mod:`negkit.losses.functional.tiled`). The positive term needs no tiles: the mean positive logit
             of row i is ``a_i · (S_{y_i} − a_i) / (T·|P(i)|)`` with ``S_c`` the sum of class c's rows.
-            ``None`` tiles automatically above 2²⁶ logits (float temperature only).
+            ``None`` tiles automatically as ``info_nce`` does (:func:`negkit.losses.functional.nce.auto_chunk`).
 
     Raises:
         ValueError: bad shapes or values; in strict mode an empty batch or no anchor with a positive.
@@ -57,11 +58,11 @@ def sup_con(
     check_features("embeddings", embeddings, 2)
     labels = check_labels("labels", labels, embeddings.shape[0], embeddings.device)
     n = embeddings.shape[0]
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    learnable = isinstance(temperature, torch.Tensor) and temperature.requires_grad
-    if not learnable and (chunk_size is not None or n * n > AUTO_TILE_LOGITS):
-        return _sup_con_tiled(embeddings, labels, float(temperature), reduction, chunk_size or AUTO_CHUNK)
+    if chunk_size is not None:
+        chunk_size = check_int("chunk_size", chunk_size, low=1)
+    chunk = chunk_size if chunk_size is not None else auto_chunk(n, n, embeddings.shape[1])
+    if chunk is not None:
+        return _sup_con_tiled(embeddings, labels, temperature, reduction, chunk)
     logits = similarity_logits(embeddings, embeddings, temperature, names="embeddings, embeddings")
     not_self = ~torch.eye(embeddings.shape[0], dtype=torch.bool, device=embeddings.device)
     same_label = labels.unsqueeze(0) == labels.unsqueeze(1)
@@ -74,7 +75,9 @@ def sup_con(
 _NO_POSITIVE = "sup_con: no anchor has a positive (every label occurs once in labels)"
 
 
-def _sup_con_tiled(embeddings: Tensor, labels: Tensor, temperature: float, reduction: str, chunk: int) -> Tensor:
+def _sup_con_tiled(
+    embeddings: Tensor, labels: Tensor, temperature: float | Tensor, reduction: str, chunk: int
+) -> Tensor:
     """L_out with the denominator in tiles and the positive term from per-class sums (no [N, N] tensor)."""
     a = normalize_rows(embeddings.to(compute_dtype(embeddings.dtype)))
     n = a.shape[0]
