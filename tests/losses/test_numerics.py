@@ -19,6 +19,12 @@ LOSSES = {
     "info_nce": lambda a, b: info_nce(a, b, temperature=T),
     "info_nce_explicit": lambda a, b: info_nce(a, b, b.flip(0).reshape(B, 1, D), temperature=T, symmetric=False),
     "info_nce_symmetric": lambda a, b: info_nce(a, b, temperature=T, symmetric=True),
+    "info_nce_tiled": lambda a, b: info_nce(a, b, b.flip(0), temperature=T, chunk_size=24),
+    "info_nce_symmetric_tiled": lambda a, b: info_nce(a, b, temperature=T, symmetric=True, chunk_size=24),
+    "info_nce_learnable_tiled": lambda a, b: info_nce(a, b, temperature=torch.tensor(T), symmetric=True, chunk_size=24),
+    "sup_con_tiled": lambda a, b: sup_con(
+        torch.cat([a, b]), torch.arange(B).repeat(2) % 16, temperature=T, chunk_size=24
+    ),
     "sup_con": lambda a, b: sup_con(torch.cat([a, b]), torch.arange(B).repeat(2) % 16, temperature=T),
     "dcl": lambda a, b: dcl(a, b, temperature=T),
     "dclw": lambda a, b: dcl(a, b, temperature=T, sigma=0.5),
