@@ -1,7 +1,7 @@
 """negkit: negatives for contrastive learning — how many, which ones, and how much each should count."""
 
 from negkit import losses
-from negkit.losses import count_skipped, set_strict, strict
+from negkit.losses import count_skipped, fast_checks, set_fast_checks, set_strict, strict
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "count_skipped", "losses", "set_strict", "strict"]
+__all__ = ["__version__", "count_skipped", "fast_checks", "losses", "set_fast_checks", "set_strict", "strict"]

@@ -9,7 +9,16 @@ by default, and count their skipped anchors (:func:`count_skipped`, ``module.ski
 governs the samplers of :mod:`negkit.negatives` and the sentence-transformers adapter).
 """
 
-from negkit._validation import DegenerateBatchError, SkipCounter, count_skipped, is_strict, set_strict, strict
+from negkit._validation import (
+    DegenerateBatchError,
+    SkipCounter,
+    count_skipped,
+    fast_checks,
+    is_strict,
+    set_fast_checks,
+    set_strict,
+    strict,
+)
 from negkit.losses import functional
 from negkit.losses.functional import (
     adameow,
@@ -42,6 +51,7 @@ from negkit.losses.modules import (
     EMC2Loss,
     HardNCE,
     InfoNCE,
+    LogitScale,
     MannWhitneyLoss,
     SoftTopK,
     SupCon,
@@ -62,6 +72,7 @@ __all__ = [
     "GlobalContrastiveLoss",
     "HardNCE",
     "InfoNCE",
+    "LogitScale",
     "LossSpec",
     "MannWhitneyLoss",
     "SigLIP",
@@ -75,6 +86,7 @@ __all__ = [
     "dcl",
     "decoupled_softmax",
     "emc2",
+    "fast_checks",
     "functional",
     "get_loss",
     "gist",
@@ -87,6 +99,7 @@ __all__ = [
     "metrix",
     "mw_auc",
     "register_loss",
+    "set_fast_checks",
     "set_strict",
     "siglip",
     "siglip_distributed",
