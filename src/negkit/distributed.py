@@ -22,6 +22,7 @@ of work (writing files) on rank 0 only and hands its result, or its error, to ev
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
@@ -116,6 +117,10 @@ def on_main(work: Callable[[], T]) -> T:
             payload[0] = ("ok", work())
         except Exception as error:  # handed to every rank, raised there too
             payload[0] = ("error", error)
+        try:
+            pickle.dumps(payload[0])
+        except Exception as error:  # an object that cannot travel: the same error on every rank, never a hang
+            payload[0] = ("error", RuntimeError(f"rank 0's {payload[0][0]} cannot be sent to the other ranks: {error}"))
     dist.broadcast_object_list(payload, src=0, device=device() if dist.get_backend() == "nccl" else None)
     status, value = payload[0]
     if status == "error":

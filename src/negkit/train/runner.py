@@ -73,7 +73,15 @@ def prepare_run_dir(
     Under ``torchrun`` (``WORLD_SIZE > 1``) this starts the process group (gloo: the runner trains on the CPU)
     unless one is running; rank 0 prepares the folder and every rank gets its result."""
     init_from_env("gloo")
-    return on_main(partial(_prepare_run_dir, out, config, force=force, resume=resume))
+    prepared: list[tuple[RunPaths, RunConfig]] = []
+
+    def prepare() -> tuple[RunPaths, dict[str, Any]]:
+        prepared.append(_prepare_run_dir(out, config, force=force, resume=resume))
+        paths, settings = prepared[0]
+        return paths, settings.model_dump(mode="json")  # the config class is built per task: sent as data
+
+    paths, dumped = on_main(prepare)
+    return prepared[0] if prepared else (paths, build_config(dumped))
 
 
 def _prepare_run_dir(
