@@ -7,9 +7,11 @@ Research code, not part of the installed library: ``experiments/run.py`` (and ``
 from evidence.document import update_section
 from evidence.global_negatives import global_evidence
 from evidence.how_many import how_many_evidence
+from evidence.logq import logq_evidence
 from evidence.momentum import momentum_evidence
 from evidence.negatives import negatives_evidence
 from evidence.retrieval import retrieval_evidence
+from evidence.seed_methods import seed_methods_evidence
 
 EVIDENCE = {
     "negatives": negatives_evidence,
@@ -17,14 +19,18 @@ EVIDENCE = {
     "how-many": how_many_evidence,
     "retrieval": retrieval_evidence,
     "momentum": momentum_evidence,
+    "logq": logq_evidence,
+    "seed-methods": seed_methods_evidence,
 }
 
 __all__ = [
     "EVIDENCE",
     "global_evidence",
     "how_many_evidence",
+    "logq_evidence",
     "momentum_evidence",
     "negatives_evidence",
     "retrieval_evidence",
+    "seed_methods_evidence",
     "update_section",
 ]
