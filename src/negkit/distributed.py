@@ -171,8 +171,9 @@ def check_same_shape(**tensors: Tensor | None) -> None:
     shapes = torch.full((len(named), width + 1), -1, dtype=torch.long)
     for row, x in enumerate(named.values()):
         shapes[row, : x.dim() + 1] = torch.tensor([x.dim(), *x.shape])
+    shapes = shapes.to(device())
     parts = [torch.empty_like(shapes) for _ in range(size)]
-    dist.all_gather(parts, shapes.to(device()))
+    dist.all_gather(parts, shapes)
     for row, name in enumerate(named):
         seen = [tuple(part[row, 1 : int(part[row, 0]) + 1].tolist()) for part in parts]
         if len(set(seen)) > 1:
