@@ -80,6 +80,8 @@ def test_m_per_class_seeds_and_epochs():
     first = MPerClassSampler(labels, 2, 6, seed=7).batches(0)
     assert MPerClassSampler(labels, 2, 6, seed=7).batches(0) == first
     assert MPerClassSampler(labels, 2, 6, seed=8).batches(0) != first
+    external = MPerClassSampler(labels, 2, 6, seed=0).epoch_batches(torch.Generator().manual_seed(7))
+    assert [b.tolist() for b in external] == first  # the same rule, drawn with a caller's generator
     sampler = MPerClassSampler(labels, 2, 6, seed=7)
     assert list(sampler) == first and sampler.epoch == 1  # exhausting an epoch moves to the next
     assert list(sampler) != first
@@ -138,6 +140,7 @@ def test_no_duplicates_is_duplicate_free_batches_with_the_epoch_generator():
         packed = duplicate_free_batches(range(7), keys, 3, torch.Generator().manual_seed(5 + epoch))
         assert sampler.batches(epoch) == [b.tolist() for b in packed]
     external = sampler.epoch_batches(torch.Generator().manual_seed(11))
+    assert all(b.dtype == torch.int64 for b in external)
     packed = duplicate_free_batches(range(7), keys, 3, torch.Generator().manual_seed(11))
     assert [b.tolist() for b in external] == [b.tolist() for b in packed]
     assert sampler.epoch == 0 and sampler.position == 0
@@ -230,3 +233,40 @@ def test_a_dataloader_takes_them(kind):
     expected = sampler.batches(0)
     got = [batch[0].tolist() for batch in loader]
     assert got == expected and sampler.epoch == 1
+
+
+# --------------------------------------------------------------------------------------- the contrastive task
+
+
+def test_the_contrastive_task_draws_m_per_class_batches():
+    from negkit.tasks import get_task
+    from negkit.train.config import ConfigError, build_config
+
+    data = {
+        "dataset": "digits",
+        "strategies": ["supcon"],
+        "train": {"epochs": 1, "batch_size": 40, "hidden_dim": 16, "feature_dim": 8, "projection_dim": 8},
+        "batches": {"sampler": "m-per-class", "m": 4},
+    }
+    task = get_task("contrastive")(build_config(data))
+    task.load()
+    trainee = task.build("supcon")
+    labels = task.data.train_y
+    sizes = torch.bincount(labels)
+    expected = max(math.ceil(int(((sizes + 3) // 4).sum()) / 10), int(((sizes + 3) // 4).max()))
+    assert task.steps_per_epoch(trainee) == expected
+    batches = list(task.batches(trainee, torch.Generator().manual_seed(0)))
+    assert len(batches) == expected
+    seen = set()
+    for x, y, index in batches:
+        assert torch.equal(y, labels[index]) and torch.equal(x, task.data.train_x[index])
+        assert sorted(torch.bincount(y, minlength=10).tolist()) == [4] * 10
+        seen |= set(index.tolist())
+    assert seen == set(range(len(labels)))
+    plain = get_task("contrastive")(build_config({**data, "batches": {}}))
+    plain.load()
+    assert plain.steps_per_epoch(plain.build("supcon")) == len(labels) // 40
+    with pytest.raises(ConfigError, match=r"batches.m: train.batch_size \(40\) must be a multiple of m \(3\)"):
+        build_config({**data, "batches": {"sampler": "m-per-class", "m": 3}})
+    with pytest.raises(ConfigError, match=r"batches\.sampler"):
+        build_config({**data, "batches": {"sampler": "balanced"}})

@@ -66,6 +66,11 @@ class _EpochBatchSampler(Sampler[list[int]]):
             self._cache = (epoch, self._make_batches(self.epoch_generator(epoch)))
         return self._cache[1]
 
+    def epoch_batches(self, generator: torch.Generator) -> list[Tensor]:
+        """One epoch by the same rule, drawn with ``generator`` instead of the seeded one (for a training loop that
+        owns the randomness, such as negkit's runner): int64 index tensors. Leaves the epoch and position alone."""
+        return [torch.tensor(batch, dtype=torch.int64) for batch in self._make_batches(generator)]
+
     def set_epoch(self, epoch: int) -> None:
         """Make ``epoch`` the current epoch; the position is kept if it already was, else reset to 0."""
         epoch = _check_int("epoch", epoch, 0)
@@ -256,9 +261,3 @@ class NoDuplicatesBatchSampler(_EpochBatchSampler):
     def _make_batches(self, generator: torch.Generator) -> list[list[int]]:
         packed = duplicate_free_batches(self.indices, self.keys, self.batch_size, generator)
         return [batch.tolist() for batch in packed if not self.drop_last or len(batch) == self.batch_size]
-
-    def epoch_batches(self, generator: torch.Generator) -> list[Tensor]:
-        """One epoch drawn with ``generator`` instead of the seeded one (a training loop that owns the randomness):
-        int64 tensors of indices. Leaves the sampler's epoch and position alone."""
-        packed = duplicate_free_batches(self.indices, self.keys, self.batch_size, generator)
-        return [batch for batch in packed if not self.drop_last or len(batch) == self.batch_size]

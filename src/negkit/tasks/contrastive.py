@@ -14,7 +14,7 @@ strategy's negative distribution at the end of training. Baseline: the same metr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -23,6 +23,7 @@ from torch import Tensor
 from negkit.data import (
     DatasetSplits,
     IndexedDataset,
+    MPerClassSampler,
     ViewConfig,
     iterate_batches,
     list_datasets,
@@ -64,6 +65,14 @@ class ViewSettings(Strict):
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
+class BatchSettings(Strict):
+    """How training batches are drawn: ``"random"`` (shuffled, the last partial batch dropped) or ``"m-per-class"``
+    (:class:`negkit.data.MPerClassSampler`: ``m`` samples of each of ``batch_size / m`` classes)."""
+
+    sampler: Literal["random", "m-per-class"] = "random"
+    m: int = Field(4, ge=1)
+
+
 class EvalSettings(Strict):
     knn_k: int = Field(20, ge=1)
     knn_temperature: float = Field(0.07, gt=0)
@@ -95,7 +104,11 @@ def embed(model: ContrastiveModel, x: Tensor, batch_size: int = 1024, *, project
 class ContrastiveTask(Task):
     name = "contrastive"
     description = "labelled inputs (images or feature vectors): an encoder trained on two views per sample"
-    sections: ClassVar[dict[str, type[Strict]]] = {"views": ViewSettings, "eval": EvalSettings}
+    sections: ClassVar[dict[str, type[Strict]]] = {
+        "views": ViewSettings,
+        "eval": EvalSettings,
+        "batches": BatchSettings,
+    }
     data_settings = LabelledFiles
     default_dataset = "mnist5000"
     default_strategies = ("simclr", "dcl", "hucl", "scl", "supcon", "hscl", "ans:in_batch=true")
@@ -130,6 +143,16 @@ class ContrastiveTask(Task):
     def check_strategy(cls, entry: str, params: dict[str, Any]) -> None:
         # the sampler a strategy draws from checks its own parameters (e.g. k >= 1): build it now, not mid-run
         create_strategy(parse_strategy_entry(entry)[0], **params).negative_sampler(2)
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        super().check_config(config)
+        batches, batch_size = config.batches, config.train.batch_size
+        if batches.sampler == "m-per-class" and batch_size % batches.m:
+            raise ValueError(
+                f"batches.m: train.batch_size ({batch_size}) must be a multiple of m ({batches.m}) with the "
+                "m-per-class sampler (m samples of each of batch_size / m classes)"
+            )
 
     # ------------------------------------------------------------------------------------ data and baselines
 
@@ -184,7 +207,17 @@ class ContrastiveTask(Task):
         return metrics
 
     def baselines(self) -> dict[str, dict[str, Any]]:
-        return {"raw": self.evaluate(self.data.train_x.flatten(1), self.data.test_x.flatten(1))}
+        """``raw`` inputs, and the ``random-init`` encoder: the weights every strategy starts from (the loop seeds
+        torch with the config's seed before building each strategy's model), so a strategy that ends below it
+        has learnt nothing its architecture did not already give."""
+        data = self.data
+        with torch.random.fork_rng():
+            torch.manual_seed(self.config.seed)
+            model = self.new_model()
+        return {
+            "raw": self.evaluate(data.train_x.flatten(1), data.test_x.flatten(1)),
+            "random-init": self.evaluate(embed(model, data.train_x), embed(model, data.test_x)),
+        }
 
     def run_metrics(self) -> dict[str, Any]:
         names = getattr(self.data, "class_names", None)
@@ -192,37 +225,48 @@ class ContrastiveTask(Task):
 
     # --------------------------------------------------------------------------------------------- training
 
-    def build(self, entry: str) -> Trainee:
+    def new_model(self) -> ContrastiveModel:
         settings = self.config.train
-        model = build_model(
+        return build_model(
             settings.encoder,
             self.data.input_shape,
             feature_dim=settings.feature_dim,
             hidden_dim=settings.hidden_dim,
             projection_dim=settings.projection_dim,
         )
+
+    def build(self, entry: str) -> Trainee:
+        settings = self.config.train
+        model = self.new_model()
         strategy = create_strategy(parse_strategy_entry(entry)[0], **self.config.params_for(entry))
         strategy.bind(len(self.data.train_x), settings.projection_dim)
         dataset = IndexedDataset(self.data.train_x, self.data.train_y)
         batch_size = min(settings.batch_size, len(dataset))
+        sampler = None
+        if self.config.batches.sampler == "m-per-class":
+            sampler = MPerClassSampler(self.data.train_y, self.config.batches.m, batch_size, seed=self.config.seed)
+        steps = len(dataset) // batch_size if sampler is None else len(sampler)
         if hasattr(strategy, "attach_encoder"):  # a momentum key encoder (moco) copies the fresh model
-            strategy.attach_encoder(model, settings.epochs * (len(dataset) // batch_size))
+            strategy.attach_encoder(model, settings.epochs * steps)
         return Trainee(
             model,
             strategy,
             list(model.parameters()) + [p for p in strategy.parameters() if p.requires_grad],
-            scratch={"dataset": dataset, "batch_size": batch_size},
+            scratch={"dataset": dataset, "batch_size": batch_size, "sampler": sampler, "steps": steps},
         )
 
     def steps_per_epoch(self, trainee: Trainee) -> int:
-        return len(trainee.scratch["dataset"]) // trainee.scratch["batch_size"]
+        return trainee.scratch["steps"]
 
     def start_epoch(self, trainee: Trainee, epoch: int, generator: torch.Generator) -> None:
         if trainee.strategy.needs_refresh:
             trainee.strategy.refresh(embed(trainee.model, self.data.train_x, projection=True), self.data.train_y)
 
     def batches(self, trainee: Trainee, generator: torch.Generator) -> Any:
-        return iterate_batches(trainee.scratch["dataset"], trainee.scratch["batch_size"], generator)
+        dataset, sampler = trainee.scratch["dataset"], trainee.scratch["sampler"]
+        if sampler is None:
+            return iterate_batches(dataset, trainee.scratch["batch_size"], generator)
+        return ((dataset.x[index], dataset.y[index], index) for index in sampler.epoch_batches(generator))
 
     def step(self, trainee: Trainee, batch: Any, generator: torch.Generator) -> StepResult:
         x, y, index = batch
