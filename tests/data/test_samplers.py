@@ -180,12 +180,13 @@ def make(kind: str, seed: int):
 
 
 @pytest.mark.parametrize("kind", ["m-per-class", "no-duplicates"])
-@given(stop_epoch=st.integers(0, 2), stop_step=st.integers(0, 20), seed=st.integers(0, 1000))
+@given(stop_epoch=st.integers(0, 2), where=st.floats(0, 1, exclude_max=True), seed=st.integers(0, 1000))
 @settings(max_examples=15, deadline=None)
-def test_resume_from_state_dict_equals_an_uninterrupted_run(kind, stop_epoch, stop_step, seed):
+def test_resume_from_state_dict_equals_an_uninterrupted_run(kind, stop_epoch, where, seed):
     epochs = 3
     uninterrupted = []
     sampler = make(kind, seed)
+    stop_step = int(where * len(sampler.batches(stop_epoch)))  # a step inside that epoch
     for epoch in range(epochs):
         sampler.set_epoch(epoch)
         uninterrupted += list(sampler)
@@ -201,8 +202,7 @@ def test_resume_from_state_dict_equals_an_uninterrupted_run(kind, stop_epoch, st
             seen.append(batch)
         if state is not None:
             break
-    if state is None:
-        return  # stop_step beyond this epoch's batches: nothing to resume
+    assert state is not None
     assert state["position"] == stop_step + 1  # the generator had handed out this batch already
     state["position"] -= 1  # the loop checkpoints the steps it took
     resumed = make(kind, seed)
