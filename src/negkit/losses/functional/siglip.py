@@ -58,25 +58,23 @@ __all__ = ["siglip", "siglip_distributed"]
 # ------------------------------------------------------------------------------------------------ one block
 
 
-def _signs(
+def _positives(
     rows: int,
     start: int,
     stop: int,
     own_column: Tensor | None,
     row_labels: Tensor | None,
     col_labels: Tensor | None,
-    dtype: torch.dtype,
     device: torch.device,
 ) -> Tensor:
-    """``[rows, stop − start]`` labels ``z_ij ∈ {+1, −1}`` of the columns ``start:stop`` of a block."""
+    """bool ``[rows, stop − start]``: which pairs of the columns ``start:stop`` of a block are positive (z = +1)."""
     positive = torch.zeros(rows, stop - start, dtype=torch.bool, device=device)
     if own_column is not None:
         columns = torch.arange(start, stop, device=device)
         positive |= own_column.unsqueeze(1) == columns.unsqueeze(0)
     if row_labels is not None and col_labels is not None:
         positive |= row_labels.unsqueeze(1) == col_labels[start:stop].unsqueeze(0)
-    one = torch.ones((), dtype=dtype, device=device)
-    return torch.where(positive, one, -one)
+    return positive
 
 
 def _plain_rows(
@@ -90,8 +88,8 @@ def _plain_rows(
 ) -> Tensor:
     """``[b]`` ``Σ_j −log σ(z_ij (t a_i·p_j + b))`` over the whole block, by autograd."""
     logits = scale * (a @ p.T) + bias
-    signs = _signs(a.shape[0], 0, p.shape[0], own_column, row_labels, col_labels, a.dtype, a.device)
-    return -F.logsigmoid(signs * logits).sum(dim=1)
+    positive = _positives(a.shape[0], 0, p.shape[0], own_column, row_labels, col_labels, a.device)
+    return -F.logsigmoid(torch.where(positive, logits, -logits)).sum(dim=1)  # z·x without a [b, b] float z
 
 
 class _TiledSigmoidRows(Function):
@@ -113,8 +111,8 @@ class _TiledSigmoidRows(Function):
         for start in range(0, p.shape[0], chunk_size):
             stop = min(start + chunk_size, p.shape[0])
             logits = scale * (a @ p[start:stop].T) + bias
-            signs = _signs(a.shape[0], start, stop, own_column, row_labels, col_labels, a.dtype, a.device)
-            rows -= F.logsigmoid(signs * logits).sum(dim=1)
+            positive = _positives(a.shape[0], start, stop, own_column, row_labels, col_labels, a.device)
+            rows -= F.logsigmoid(torch.where(positive, logits, -logits)).sum(dim=1)
         ctx.save_for_backward(a, p, scale, bias, own_column, row_labels, col_labels)
         ctx.chunk_size = chunk_size
         return rows
@@ -130,9 +128,11 @@ class _TiledSigmoidRows(Function):
         for start in range(0, p.shape[0], ctx.chunk_size):
             stop = min(start + ctx.chunk_size, p.shape[0])
             cosines = a @ p[start:stop].T
-            signs = _signs(a.shape[0], start, stop, own_column, row_labels, col_labels, a.dtype, a.device)
+            positive = _positives(a.shape[0], start, stop, own_column, row_labels, col_labels, a.device)
+            logits = scale * cosines + bias
             # γ_ij = ∂L/∂x_ij for the logit x_ij = t c_ij + b: −g_i z_ij σ(−z_ij x_ij)
-            gamma = -grad_rows.unsqueeze(1) * signs * torch.sigmoid(-signs * (scale * cosines + bias))
+            weight = torch.where(positive, -torch.sigmoid(-logits), torch.sigmoid(logits))
+            gamma = grad_rows.unsqueeze(1) * weight
             if grad_a is not None:
                 grad_a += scale * (gamma @ p[start:stop])
             if grad_p is not None:
