@@ -3,10 +3,19 @@ import pytest
 from negkit.train.config import ConfigError, RunConfig, build_config, load_config
 
 
-def test_default_config_is_valid_and_complete():
+def test_default_config_is_the_retrieval_study():
     config = load_config()
-    assert config.dataset == "mnist5000" and config.train.epochs == 30
-    assert config.strategies == ["simclr", "dcl", "hucl", "scl", "supcon", "hscl", "ans:in_batch=true"]
+    assert (config.task, config.dataset, config.retrieval.mode) == ("retrieval", "rotten-tomatoes", "frozen")
+    assert config.strategies[0] == "in-batch" and any(s.startswith("mcmc") for s in config.strategies)
+    assert any("decoupled_softmax" in s for s in config.strategies)
+
+
+def test_default_with_a_dataset_of_another_task_takes_that_tasks_defaults():
+    assert load_config(dataset="chatterbot").task == "retrieval"
+    digits = load_config(dataset="digits")
+    assert (digits.task, digits.dataset) == ("contrastive", "digits")
+    assert digits.strategies == ["simclr", "dcl", "hucl", "scl", "supcon", "hscl", "ans:in_batch=true"]
+    assert load_config(dataset="ml-100k").task == "recommendation"
 
 
 def test_toml_and_overrides(tmp_path):
@@ -28,8 +37,8 @@ def test_toml_and_overrides(tmp_path):
         ({"train": {"epochs": 0}}, "train.epochs: Input should be greater than or equal to 1"),
         ({"train": {"encoder": "vit"}}, "train.encoder: unknown encoder 'vit'; choose one of: mlp, cnn"),
         (
-            {"strategies": ["simclr", "moco"]},
-            r"unknown strategy 'moco' of the contrastive task; choose from: (\S+, )+.*simclr",
+            {"strategies": ["simclr", "byol"]},
+            r"unknown strategy 'byol' of the contrastive task; choose from: (\S+, )+.*simclr",
         ),
         ({"strategies": []}, "strategies: name at least one strategy"),
         (
@@ -53,7 +62,7 @@ def test_bad_toml_file(tmp_path):
 
 
 def test_config_round_trips_through_json():
-    config = load_config(strategies=["dcl"])
+    config = load_config(dataset="digits", strategies=["dcl"])
     assert build_config(config.model_dump(mode="json")) == config
     assert isinstance(config, RunConfig)
 
@@ -66,10 +75,8 @@ def test_shipped_example_configs_validate_and_the_default_one_matches_the_builti
     assert files
     for path in files:
         load_config(path)
-    written = load_config(root / "mnist5000.toml")
-    builtin = load_config()
-    assert written.train == builtin.train and written.views == builtin.views and written.eval == builtin.eval
-    assert written.strategies == builtin.strategies
+    written, builtin = load_config(root / "default.toml"), load_config()
+    assert written.model_dump() == builtin.model_dump()
     from negkit.strategies import get_strategy
 
     for name, params in written.strategy_params.items():

@@ -71,6 +71,29 @@ def accuracy_bars(strategies: dict[str, dict[str, Any]], raw: dict[str, float], 
     return save_figure(figure, path)
 
 
+def retrieval_costs(
+    strategies: dict[str, dict[str, Any]], baseline: dict[str, float], path: Path, metric: str = "recall@1"
+) -> Path:
+    """Which negatives, and what each cost: ``metric`` per strategy (bars, the zero-shot baseline as a line), each
+    bar labelled with the false-negative rate of the negatives it trained on and its training seconds."""
+    names = list(strategies)
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(8, 0.55 * len(names) + 1.6))
+    values = [strategies[n][metric] for n in names]
+    positions = list(range(len(names)))[::-1]
+    axes.barh(positions, values, color="C0")
+    axes.axvline(baseline[metric], color="C3", linestyle="--", linewidth=1, label=f"zero-shot {baseline[metric]:.3f}")
+    for position, name, value in zip(positions, names, values, strict=True):
+        fn = strategies[name].get("false_negative_rate") or 0.0
+        seconds = strategies[name].get("train_seconds", 0.0)
+        axes.text(value, position, f" {value:.3f}  (FN {fn:.1%}, {seconds:.0f} s)", va="center", fontsize=8)
+    axes.set_yticks(positions, names, fontsize=8)
+    axes.set_xlim(0, max(max(values), baseline[metric]) * 1.45)
+    axes.set(xlabel=f"{metric} (test queries against the whole corpus)", title="which negatives, and what each cost")
+    axes.legend(fontsize=8, loc="lower right")
+    return save_figure(figure, path)
+
+
 def alignment_uniformity(strategies: dict[str, dict[str, Any]], path: Path) -> Path:
     """Wang & Isola's two properties, one point per strategy (lower is better on both axes)."""
     plt = _pyplot()

@@ -44,9 +44,9 @@ from negkit.losses.functional.core import similarity_logits
 from negkit.losses.functional.ranking import relevance_masked_info_nce
 from negkit.metrics import query_document_metrics
 from negkit.models.text import EncoderTowers, FrozenTowers, cached_base_embeddings, load_sentence_encoder
-from negkit.negatives import MCMCSampler, MinedSampler
+from negkit.negatives import MCMCSampler, MinedSampler, optimal_k, ranking_quality
 from negkit.report import plots
-from negkit.strategies import create_strategy, parse_strategy_entry, register_strategy
+from negkit.strategies import create_strategy, get_strategy, parse_strategy_entry, register_strategy
 from negkit.tasks.base import Column, StepResult, Strict, Task, Trainee, register_task
 
 #: canonical loss names (negkit.losses.get_loss) a retrieval strategy can train with
@@ -390,7 +390,21 @@ class RetrievalTask(Task):
 
     def baselines(self) -> dict[str, dict[str, Any]]:
         towers = FrozenTowers(*self.base) if self.base is not None else self.towers()
-        return {"zero-shot": evaluate(towers, self.data, self.test_ids)}
+        return {"zero-shot": {**evaluate(towers, self.data, self.test_ids), "q": self.ranking_quality(towers)}}
+
+    def ranking_quality(self, towers: nn.Module, negatives_per_query: int = 64) -> float:
+        """``q`` of :func:`negkit.negatives.optimal_k`: share of (training query, random non-relevant document)
+        pairs the model scores below the query's positive — the input, with the measured false-negative rate, of
+        the report's how-many recommendation."""
+        generator = torch.Generator().manual_seed(self.config.seed + 3)
+        queries = self.train_ids
+        drawn = torch.randint(self.data.num_documents, (len(queries), negatives_per_query), generator=generator)
+        query_vectors = embed(towers, query_ids=queries)
+        documents = embed(towers, num_documents=self.data.num_documents)
+        primary = torch.tensor([self.data.relevant[q][0] for q in queries.tolist()])
+        scores = torch.nn.functional.normalize(query_vectors, dim=1) @ torch.nn.functional.normalize(documents, dim=1).T
+        positive = scores.gather(1, primary.unsqueeze(1)).squeeze(1)
+        return ranking_quality(positive, scores.gather(1, drawn), ~self.relevant[queries.unsqueeze(1), drawn])
 
     # --------------------------------------------------------------------------------------------- training
 
@@ -510,7 +524,11 @@ class RetrievalTask(Task):
         config = metrics["config"]
         settings, train = config["retrieval"], config["train"]
         evaluated = [row for row in history if row.get("recall@1")]
-        sections = []
+        zero_shot = metrics["baselines"]["zero-shot"]
+        plots.retrieval_costs(metrics["strategies"], zero_shot, run_dir / "plots" / "costs.png")
+        sections = ["![which negatives, and what each cost](plots/costs.png)"]
+        if how_many := how_many_section(metrics):
+            sections.append(how_many)
         if evaluated:
             plots.training_curves(evaluated, run_dir / "plots" / "curves.png", metric="recall@1", metric_title="R@1")
             sections.append("![training curves](plots/curves.png)")
@@ -525,3 +543,29 @@ class RetrievalTask(Task):
             "negatives that are in fact relevant to their query (known from the pairs)."
         )
         return setup, sections
+
+
+def how_many_section(metrics: dict[str, Any]) -> str:
+    """How many negatives to mine: :func:`negkit.negatives.optimal_k` (negkit's ``all_clean`` model) from each
+    mining strategy's measured false-negative rate ``ρ`` and the zero-shot ranking quality ``q``."""
+    q = metrics["baselines"]["zero-shot"].get("q")
+    rows = []
+    for name, values in metrics["strategies"].items():
+        rho = values.get("false_negative_rate") or 0.0
+        spec = get_strategy(parse_strategy_entry(name)[0], task="retrieval")
+        k = values.get("params", {}).get("k", spec.defaults().get("k"))
+        if k is None or q is None or not 0.0 < q < 1.0:
+            continue  # in-batch: no mined column to size
+        recommended = optimal_k(min(rho, 0.999), q, k_max=256)
+        rows.append(f"| {name} | {k} | {rho:.4f} | {recommended} |")
+    if not rows:
+        return ""
+    return (
+        "## How many negatives\n\n"
+        f"Zero-shot ranking quality q = {q:.4f} (share of training queries' random non-relevant documents scored "
+        "below the positive). From each strategy's measured false-negative rate ρ, negkit's model "
+        "(`negkit.negatives.optimal_k`, `all_clean`: a query teaches when all its K negatives are true negatives "
+        "and one outranks the positive) recommends K* negatives per query; ρ = 0 (no false negative seen) gives "
+        "the cap, 256. `negkit optimal-k` computes it for other ρ and q.\n\n"
+        "| strategy | K used | ρ measured | K* recommended |\n|---|---|---|---|\n" + "\n".join(rows)
+    )

@@ -10,6 +10,7 @@ before any training starts.
 
 from __future__ import annotations
 
+import copy
 import functools
 import tomllib
 from pathlib import Path
@@ -134,6 +135,35 @@ def config_model(task: str) -> type[RunConfig]:
     return create_model(f"{task_cls.__name__}Config", __base__=RunConfig, **fields)
 
 
+#: ``negkit run`` without a config (and so ``make run``): the retrieval study on Rotten Tomatoes with the shipped
+#: MiniLM, frozen with trained heads — which negatives, and what each costs. ``configs/default.toml`` spells it out;
+#: ``configs/mnist5000.toml`` is the image study.
+DEFAULT_RUN: dict[str, Any] = {
+    "task": "retrieval",
+    "dataset": "rotten-tomatoes",
+    "seed": 0,
+    "strategies": [
+        "in-batch",
+        "mined:relative_margin=none",
+        "mined:lo=3,hi=30",
+        "mcmc",
+        "mined:lo=3,hi=30,loss=decoupled_softmax",
+    ],
+    "train": {"epochs": 20, "batch_size": 64, "lr": 0.001, "weight_decay": 0.0, "warmup_epochs": 1},
+    "retrieval": {"mode": "frozen", "max_seq_length": 128},
+}
+
+
+def builtin_config_data(dataset: str | None = None) -> dict[str, Any]:
+    """The built-in config of ``negkit run``: :data:`DEFAULT_RUN`, or — when ``dataset`` belongs to another task
+    (``negkit run --dataset digits``) — that task's defaults."""
+    default = copy.deepcopy(DEFAULT_RUN)
+    if dataset is None or dataset in get_task(default["task"]).datasets():
+        return default
+    owner = next((name for name in list_tasks() if dataset in get_task(name).datasets()), None)
+    return default if owner is None else {"task": owner}
+
+
 class ConfigError(ValueError):
     """A configuration file or override that does not validate."""
 
@@ -181,7 +211,7 @@ def resolve_data_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
 def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
     """Read a TOML config (or the built-in default when ``path`` is None) and apply top-level overrides
     (``dataset=...``, ``"train.epochs"=...``; ``None`` values are ignored)."""
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = builtin_config_data(overrides.get("dataset")) if path is None else {}
     if path is not None:
         path = Path(path)
         if path.is_dir():
