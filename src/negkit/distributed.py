@@ -404,8 +404,8 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     gradients through them: one process on the concatenated batch normalises the same way. Works on CPU
     (gloo) as on GPU; each rank's per-channel mean and sum of squared deviations are gathered with gradient and
     combined (Chan et al.'s parallel variance), so no rank ever sums raw squares. Not distributed, or in eval
-    mode with running statistics, it is the plain ``BatchNorm`` computation. Same parameters, buffers and
-    ``state_dict`` keys as the module it replaces (:func:`sync_batch_norm`).
+    mode, it is the plain ``BatchNorm`` computation of this rank's rows (evaluation never talks to other
+    ranks). Same parameters, buffers and ``state_dict`` keys as the module it replaces (:func:`sync_batch_norm`).
     """
 
     def _check_input_dim(self, x: Tensor) -> None:
@@ -413,8 +413,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2-D input [N, C, ...], got {x.dim()}-D")
 
     def forward(self, x: Tensor) -> Tensor:
-        batch_statistics = self.training or not self.track_running_stats
-        if not batch_statistics or world()[1] == 1:
+        if not self.training or world()[1] == 1:  # evaluation is per rank (and may run on rank 0 alone)
             return super().forward(x)
         self._check_input_dim(x)
         dims = [0, *range(2, x.dim())]
@@ -430,7 +429,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"batch normalisation needs more than 1 value per channel, got {int(total)}")
         mean = (counts * means).sum(dim=0) / total
         var = (m2s + counts * (means - mean) ** 2).sum(dim=0) / total
-        if self.training and self.track_running_stats:
+        if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
