@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from negkit._optional import require
-from negkit._validation import check_similarity, check_tensor, count_skipped
+from negkit._validation import check_finite, check_similarity, check_tensor, count_skipped, fast_checks
 from negkit.losses.functional import similarity_logits
 from negkit.losses.modules import module_temperature
 from negkit.losses.registry import LossSpec, get_loss, list_losses
@@ -227,12 +227,14 @@ class NegkitLoss(nn.Module):
         _check_columns(len(embeddings))
         anchor, positive, *negative_columns = embeddings
         for index, column in enumerate(embeddings):
-            check_tensor(f"column {index} embeddings", column, 2)
+            check_tensor(f"column {index} embeddings", column, 2, finite=False)
             if column.shape != anchor.shape:
                 raise ValueError(
                     f"NegkitLoss: every column must embed to the anchors' shape {tuple(anchor.shape)}, "
                     f"column {index} has {tuple(column.shape)}"
                 )
+        # every column's values in one pass and one host sync; the negkit loss below then skips its own scans
+        check_finite(**{f"column {index} embeddings": column for index, column in enumerate(embeddings)})
         hard = torch.stack(negative_columns, dim=1) if negative_columns else None  # [B,K,d]
         if self.use_labels and labels is None:
             raise ValueError(
@@ -240,12 +242,18 @@ class NegkitLoss(nn.Module):
                 "class ids to the dataset, or set use_labels=False"
             )
         labels = labels if self.use_labels else None
-        if self.loss_name in _INFO_NCE_FORMS and self._loss_fn is None:
-            return self._direction(anchor, positive, hard, labels, symmetric=self.symmetric)  # both in one call
-        loss = self._direction(anchor, positive, hard, labels)
-        if self.symmetric:
-            loss = 0.5 * (loss + self._direction(positive, anchor, None, labels))
-        return loss
+        if self._loss_fn is not None:  # a user's callable keeps every check of its own
+            loss = self._direction(anchor, positive, hard, labels)
+            if self.symmetric:
+                loss = 0.5 * (loss + self._direction(positive, anchor, None, labels))
+            return loss
+        with fast_checks():
+            if self.loss_name in _INFO_NCE_FORMS:
+                return self._direction(anchor, positive, hard, labels, symmetric=self.symmetric)  # both in one call
+            loss = self._direction(anchor, positive, hard, labels)
+            if self.symmetric:
+                loss = 0.5 * (loss + self._direction(positive, anchor, None, labels))
+            return loss
 
     def _direction(
         self, queries: Tensor, documents: Tensor, hard: Tensor | None, labels: Tensor | None, *, symmetric: bool = False

@@ -245,33 +245,43 @@ def _explicit_logits(scaled_a: Tensor, n: Tensor, log_weights: Tensor | None) ->
 def _plain(inputs: _Inputs, temperature: float | Tensor, symmetric: bool) -> tuple[Tensor, Tensor | None]:
     """Per-anchor InfoNCE ``[B]`` of each direction (the reverse one ``None`` unless ``symmetric``) from one logits
     matrix: ``F.cross_entropy`` on the candidates' logits (``-inf`` for label-masked ones), and for the reverse
-    direction on the transposed in-batch block (open_clip's ``ClipLoss`` does the same)."""
-    a, p, n = _prepared(inputs)
+    direction on the transposed in-batch block (open_clip's ``ClipLoss`` does the same). Shared negatives are
+    stacked under the positives first, so that one normalisation and one product give every column, as
+    sentence-transformers' ``MultipleNegativesRankingLoss`` does."""
+    dtype = compute_dtype(inputs.anchor.dtype)
+    a, p = inputs.anchor.to(dtype), inputs.positive.to(dtype)
+    n = None if inputs.negatives is None else inputs.negatives.to(dtype)
     batch = a.shape[0]
+    stacked = inputs.in_batch and n is not None and n.dim() == 2
+    if stacked:
+        p = torch.cat([p, n])  # [B + K, d]: the in-batch and the shared candidates, one matrix
+        n = None
+    if inputs.similarity == "cosine":
+        a, p = normalize_rows(a), normalize_rows(p)
+        n = None if n is None else normalize_rows(n)
     scaled_a = a / temperature  # [B,d]: the temperature is applied once per row, not once per logit
-    blocks: list[Tensor] = []
-    batch_logits = None
     if inputs.in_batch:
-        batch_logits = scaled_a @ p.T
-        blocks.append(batch_logits)
+        logits = scaled_a @ p.T
         target = torch.arange(batch, device=a.device)
+        if stacked and inputs.log_weights is not None:
+            logits = torch.cat([logits[:, :batch], logits[:, batch:] + inputs.log_weights.to(dtype)], dim=1)
     else:
-        blocks.append((scaled_a * p).sum(dim=1, keepdim=True))
+        logits = (scaled_a * p).sum(dim=1, keepdim=True)
         target = torch.zeros(batch, dtype=torch.long, device=a.device)
-    if n is not None:
-        blocks.append(_explicit_logits(scaled_a, n, inputs.log_weights))
+    if n is not None:  # per-anchor negatives [B,K,d], or shared ones without in-batch candidates
+        logits = torch.cat([logits, _explicit_logits(scaled_a, n, inputs.log_weights)], dim=1)
     if _must_check(inputs.similarity, temperature):
-        for block in blocks:
-            check_logits_finite(block, similarity=inputs.similarity, temperature=temperature, names=_NAMES)
-    if batch_logits is not None and inputs.labels is not None:
+        check_logits_finite(logits, similarity=inputs.similarity, temperature=temperature, names=_NAMES)
+    if inputs.in_batch and inputs.labels is not None:
         same = inputs.labels.unsqueeze(1) == inputs.labels.unsqueeze(0)
         same.fill_diagonal_(False)
-        batch_logits = blocks[0] = batch_logits.masked_fill(same, float("-inf"))
-    logits = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+        if logits.shape[1] > batch:
+            same = torch.cat([same, same.new_zeros(batch, logits.shape[1] - batch)], dim=1)
+        logits = logits.masked_fill(same, float("-inf"))
     forward = F.cross_entropy(logits, target, reduction="none")
-    if not symmetric or batch_logits is None:
+    if not symmetric or not inputs.in_batch:
         return forward, None
-    return forward, F.cross_entropy(batch_logits.T, target, reduction="none")
+    return forward, F.cross_entropy(logits[:, :batch].T, target, reduction="none")
 
 
 _NAMES = "anchor, candidates"
