@@ -59,6 +59,12 @@ from negkit.negatives.types import Negatives
 _MAX_BETA = 1e30
 
 
+def _any_non_finite(x: Tensor) -> bool:
+    """Whether ``x`` holds a NaN or inf, in one pass when it does not: NaN and inf survive a sum, and a sum that
+    overflows from finite values only sends the check to the exact count."""
+    return not bool(torch.isfinite(x.sum())) and count_non_finite(x) > 0
+
+
 class NegativeSampler(abc.ABC):
     """Base class: input checks, eligibility masks and the similarity of anchors to pool chunks."""
 
@@ -140,16 +146,20 @@ class NegativeSampler(abc.ABC):
         x = x.detach().float()
         return normalize_rows(x, dim=1) if self.similarity == "cosine" else x
 
-    def _scores(self, anchors: Tensor, pool: Tensor) -> ChunkLogits:
-        """Similarities of the anchors to a pool chunk; the pool is prepared chunk by chunk, never copied whole."""
+    def _scores(self, anchors: Tensor, pool: Tensor, scale: float = 1.0) -> ChunkLogits:
+        """Similarities of the anchors to a pool chunk, times ``scale`` (folded into the anchors: no extra pass over
+        the scores); the pool is prepared chunk by chunk, never copied whole."""
         a = self._prepare(anchors)
+        if scale != 1.0:
+            a = a * scale
 
         def scores(start: int, stop: int) -> Tensor:
             chunk = pool[start:stop]
-            if count_non_finite(chunk):
+            if _any_non_finite(chunk):
                 raise ValueError(f"pool contains non-finite values (NaN or inf) in rows {start}..{stop - 1}")
             scores = a @ self._prepare(chunk).T
-            if count_non_finite(scores):
+            # cosines of finite unit rows are bounded by 1: only dot products can overflow
+            if self.similarity != "cosine" and _any_non_finite(scores):
                 raise ValueError(
                     f"similarity={self.similarity!r} of anchors and pool rows {start}..{stop - 1} overflows float32; "
                     "scale the inputs down or use similarity='cosine'"
@@ -246,11 +256,13 @@ class HardnessSampler(NegativeSampler):
         self.class_conditional = bool(class_conditional)
 
     def _logits(self, anchors: Tensor, pool: Tensor) -> ChunkLogits | None:
+        if self.similarity == "cosine":  # |beta| <= 1e30 times a cosine is finite: beta folded into the anchors
+            return self._scores(anchors, pool, scale=self.beta)
         scores = self._scores(anchors, pool)
 
         def logits(start: int, stop: int) -> Tensor:
             tilted = self.beta * scores(start, stop)
-            if count_non_finite(tilted):
+            if _any_non_finite(tilted):
                 raise ValueError(f"beta = {self.beta:g} times the similarities overflows float32; lower beta")
             return tilted
 

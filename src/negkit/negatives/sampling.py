@@ -65,13 +65,16 @@ class PoolView:
     def chunks(self) -> range:
         return range(0, self.size, self.chunk_size)
 
-    def block(self, start: int) -> tuple[int, Tensor, Tensor | None]:
-        """``(stop, logits [B, c] (zeros if uniform), mask [B, c] or None)`` of the chunk at ``start``."""
+    def chunk_logits(self, start: int) -> tuple[int, Tensor]:
+        """``(stop, logits [B, c])`` of the chunk at ``start`` (zeros if uniform), without its mask."""
         stop = min(start + self.chunk_size, self.size)
         if self.logits is None:
-            logits = torch.zeros(self.rows, stop - start, device=self.device)
-        else:
-            logits = self.logits(start, stop)
+            return stop, torch.zeros(self.rows, stop - start, device=self.device)
+        return stop, self.logits(start, stop)
+
+    def block(self, start: int) -> tuple[int, Tensor, Tensor | None]:
+        """``(stop, logits [B, c] (zeros if uniform), mask [B, c] or None)`` of the chunk at ``start``."""
+        stop, logits = self.chunk_logits(start)
         columns = torch.arange(start, stop, device=self.device).unsqueeze(0)
         return stop, logits, self.eligibility.mask(slice(None), columns, logits)
 
@@ -121,27 +124,123 @@ def _gumbel(shape: tuple[int, ...], generator: torch.Generator | None, device: t
     return uniform.log_().neg_().log_().neg_()
 
 
+#: A row's chunk gets dense Gumbel keys when more than this share of its items could beat its running threshold;
+#: below it, only the items that can are drawn (:func:`_keys_above`).
+SPARSE_BELOW = 0.25
+
+
+def _keys_above(
+    logits: Tensor, rows: Tensor, gap: Tensor, p: Tensor, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The Gumbel keys of one chunk that can exceed each row's running threshold, without drawing the others.
+
+    For row ``rows[r]`` every item's noise ``G`` exceeds ``gap[r] = threshold − max logit of the chunk`` with
+    probability ``p[r] = 1 − exp(−e^{−gap})``, independently; an item whose noise does not can never reach the
+    threshold (its key is at most ``logit + gap ≤ threshold``). So the items that do are drawn as a Bernoulli(p)
+    process over the chunk (geometric gaps between them), and their noise from the Gumbel law truncated to
+    ``(gap, ∞)``: ``E = −log(1 − V·p)`` is an exponential truncated to ``(0, e^{−gap})`` and ``G = −log E``. Every
+    key that can matter has exactly the law it has under dense noise (the "lazy" Gumbel sampling of Mussmann,
+    Levy & Ermon, UAI 2017, with a per-row bound), at a cost proportional to the number of such items.
+
+    Returns ``(row [m], column [m], key [m])`` (float64 keys, columns within the chunk), ordered by row.
+    """
+    width = logits.shape[1]
+    device = logits.device
+    log_stay = torch.log1p(-p).unsqueeze(1)  # log(1 − p) < 0
+    offset = torch.full((len(rows),), -1, dtype=torch.long, device=device)
+    pending = torch.arange(len(rows), device=device)
+    draws = int(width * float(p.max()) * 1.25) + 16
+    found_rows, found_columns = [], []
+    while len(pending):
+        uniform = 1.0 - torch.rand(len(pending), draws, generator=generator, device=device, dtype=torch.float64)
+        gaps = (uniform.log_() / log_stay[pending]).clamp_(max=width + 1).floor_().long() + 1
+        positions = offset[pending].unsqueeze(1) + gaps.cumsum(dim=1)
+        inside = positions < width
+        found_rows.append(pending.unsqueeze(1).expand_as(positions)[inside])
+        found_columns.append(positions[inside])
+        offset[pending] = positions[:, -1]
+        pending = pending[offset[pending] < width]
+    row = torch.cat(found_rows)
+    column = torch.cat(found_columns)
+    order = row.argsort(stable=True)
+    row, column = row[order], column[order]
+    truncated = -torch.log1p(
+        -(1.0 - torch.rand(len(row), generator=generator, device=device, dtype=torch.float64)) * p[row]
+    )
+    key = logits[rows[row], column].to(torch.float64) - torch.log(truncated)
+    return row, column, key
+
+
 def perturbed_top_k(view: PoolView, k: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
     """Gumbel-top-k over the eligible items of each row.
 
     Returns ``(indices [B, k], logits [B, k], threshold [B])``: the chosen items, their (unperturbed) logits
     and the (k+1)-th largest perturbed key (``-inf`` when a row has exactly k eligible items), float64.
     Rows with fewer than k eligible items keep ``-1`` in the unused slots; callers check the counts first.
+
+    Cost: the logits of every chunk (one pass) and noise only where it can matter. A row's first chunk(s), until
+    it holds k + 1 keys, get dense float64 Gumbel noise; after that each chunk draws only the keys that can beat
+    the row's running (k+1)-th key (:func:`_keys_above`; about ``k · chunk / seen`` items per chunk on a flat
+    pool), so the noise is a vanishing share of the work on a large pool. The sample has exactly the law of
+    dense Gumbel-top-k (the same as with ``chunk_size ≥ N``), not the same draws.
     """
-    best_keys = torch.full((view.rows, k + 1), float("-inf"), dtype=torch.float64, device=view.device)
-    best_logits = torch.zeros((view.rows, k + 1), dtype=torch.float64, device=view.device)
-    best_index = torch.full((view.rows, k + 1), -1, dtype=torch.long, device=view.device)
+    rows = view.rows
+    best_keys = torch.full((rows, k + 1), float("-inf"), dtype=torch.float64, device=view.device)
+    best_logits = torch.zeros((rows, k + 1), dtype=torch.float64, device=view.device)
+    best_index = torch.full((rows, k + 1), -1, dtype=torch.long, device=view.device)
+    everyone = torch.arange(rows, device=view.device)
     for start in view.chunks():
-        stop, logits, mask = view.block(start)
-        logits = logits.to(torch.float64)
-        keys = logits + _gumbel(tuple(logits.shape), generator, view.device)
+        stop, logits = view.chunk_logits(start)
+        threshold = best_keys[:, k]
+        gap = threshold - logits.max(dim=1).values.to(torch.float64)
+        p = -torch.expm1(-torch.exp(-gap))  # share of the chunk whose noise can lift it above the threshold
+        dense = p > SPARSE_BELOW
+        chosen = everyone if bool(dense.all()) else torch.nonzero(dense).flatten()
+        if len(chosen) < rows:
+            sparse = torch.nonzero(~dense & (p > 0)).flatten()
+            if len(sparse):
+                row, column, key = _keys_above(logits, sparse, gap[sparse], p[sparse], generator)
+                counts = torch.bincount(row, minlength=len(sparse))
+                width = int(counts.max()) if len(row) else 0
+                if width:
+                    slot = torch.arange(len(row), device=view.device) - (counts.cumsum(0) - counts)[row]
+                    keys = torch.full((len(sparse), width), float("-inf"), dtype=torch.float64, device=view.device)
+                    columns = torch.zeros((len(sparse), width), dtype=torch.long, device=view.device)
+                    keys[row, slot] = key
+                    columns[row, slot] = column
+                    chunk_logits = logits[sparse.unsqueeze(1), columns]
+                    mask = view.eligibility.mask(sparse, columns + start, chunk_logits)
+                    if mask is not None:  # only the drawn items are checked
+                        keys = keys.masked_fill(~mask, float("-inf"))
+                    _merge(best_keys, best_logits, best_index, sparse, keys, chunk_logits.double(), columns + start, k)
+            if len(chosen) == 0:
+                continue
+        dense_logits = (logits if len(chosen) == rows else logits[chosen]).to(torch.float64)
+        keys = dense_logits + _gumbel(tuple(dense_logits.shape), generator, view.device)
+        columns = torch.arange(start, stop, device=view.device).unsqueeze(0)
+        mask = view.eligibility.mask(chosen, columns, dense_logits)
+        columns = columns.expand(len(chosen), -1)
         if mask is not None:
             keys = keys.masked_fill(~mask, float("-inf"))
-        columns = torch.arange(start, stop, device=view.device).expand(view.rows, -1)
-        best_keys, order = torch.cat([best_keys, keys], dim=1).topk(k + 1, dim=1)
-        best_index = torch.cat([best_index, columns], dim=1).gather(1, order)
-        best_logits = torch.cat([best_logits, logits], dim=1).gather(1, order)
+        _merge(best_keys, best_logits, best_index, chosen, keys, dense_logits, columns, k)
     return best_index[:, :k], best_logits[:, :k], best_keys[:, k]
+
+
+def _merge(
+    best_keys: Tensor,
+    best_logits: Tensor,
+    best_index: Tensor,
+    rows: Tensor | slice,
+    keys: Tensor,
+    logits: Tensor,
+    columns: Tensor,
+    k: int,
+) -> None:
+    """Keep the ``k + 1`` largest keys of ``rows`` among the kept ones and ``keys`` (in place)."""
+    merged_keys, order = torch.cat([best_keys[rows], keys], dim=1).topk(k + 1, dim=1)
+    best_index[rows] = torch.cat([best_index[rows], columns], dim=1).gather(1, order)
+    best_logits[rows] = torch.cat([best_logits[rows], logits], dim=1).gather(1, order)
+    best_keys[rows] = merged_keys
 
 
 def uniform_without_replacement(
