@@ -73,6 +73,15 @@ def coefficients(shape):
     return torch.arange(torch.Size(shape).numel(), dtype=torch.float64).view(shape).cos()
 
 
+class KilledError(Exception):
+    pass
+
+
+def kill_after_first_epoch(record):
+    if record["epoch"] == 1:
+        raise KilledError
+
+
 def fail():
     raise ValueError("only rank 0 fails")
 
@@ -106,7 +115,17 @@ def rank_main(rank: int, init_file: str, out: str) -> None:
         on_main(fail)
     except ValueError as error:
         checks["error"] = str(error)
-    torch.save({"checks": checks, "results": train_all(Path(f"{out}.{rank}.run"))}, f"{out}.{rank}")
+    results = train_all(Path(f"{out}.{rank}.run"))
+    # killed after epoch 1, resumed: both ranks restart from the checkpoint rank 0 wrote in the shared folder
+    task = FrozenBiasTask(tiny_config())
+    task.load()
+    shared = Path(f"{out}.resumed.pt")
+    with pytest.raises(KilledError):
+        fit(task, "simclr", shared, on_epoch_end=kill_after_first_epoch)
+    trained = []
+    trainee, history = fit(task, "simclr", shared, on_epoch_end=lambda record: trained.append(record["epoch"]))
+    results["resumed"] = {"state": trainee.model.state_dict(), "history": history, "trained": trained}
+    torch.save({"checks": checks, "results": results}, f"{out}.{rank}")
     dist.destroy_process_group()
 
 
@@ -150,6 +169,14 @@ def test_two_processes_train_like_one_process_on_the_combined_batch(tmp_path):
                 assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-5)
                 assert mine["knn_acc"] == pytest.approx(theirs["knn_acc"], abs=1e-3)  # at most one test sample
                 assert mine["false_negative_rate"] == pytest.approx(theirs["false_negative_rate"], abs=1e-9)
+    for rank in range(WORLD):
+        resumed = saved[rank]["results"]["resumed"]
+        assert resumed["trained"] == [2]  # the second call trained epoch 2 only
+        for name, value in single["simclr"]["state"].items():
+            torch.testing.assert_close(resumed["state"][name], value, rtol=1e-4, atol=1e-6, msg=f"resumed {name}")
+        assert [r["loss"] for r in resumed["history"]] == pytest.approx(
+            [r["loss"] for r in single["simclr"]["history"]], rel=1e-5
+        )
     # only rank 0 wrote checkpoints
     assert sorted(p.name for p in Path(f"{out}.0.run").iterdir()) == [f"{entry}.pt" for entry in sorted(STRATEGIES)]
     assert not Path(f"{out}.1.run").exists()
