@@ -3,8 +3,9 @@
 Runs the experiments behind one section of ``docs/results.md`` and rewrites that section (figures go to
 ``D``'s ``figures/`` folder). NAME: ``negatives`` (which negatives), ``global`` (dataset-wide negatives at small
 batch), ``how-many`` (predicted K* vs the measured best K, and ANS), ``retrieval`` (dual-encoder retrieval with a
-real sentence encoder), ``momentum`` (MoCo's momentum encoder vs SimCLR at batch 32). Finished runs in ``R``
-with an identical config are reused, interrupted ones resumed.
+real sentence encoder), ``momentum`` (MoCo's momentum encoder vs SimCLR at batch 32), ``logq`` (the
+logQ correction of in-batch negatives on MovieLens-100k). Finished runs in ``R`` with an identical config are
+reused, interrupted ones resumed.
 ``--quick`` is a smoke test: a few epochs, one seed. The experiments are in ``experiments/evidence/``; they are
 research code, not part of the installed library (``make evidence NAME=...`` runs this script).
 """

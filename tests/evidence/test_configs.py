@@ -22,6 +22,7 @@ TASKS = {
     "how-many": {"contrastive", "recommendation"},
     "retrieval": {"retrieval"},
     "momentum": {"contrastive"},
+    "logq": {"recommendation"},
     "seed-methods": {"contrastive"},
 }
 REPORT = {
@@ -79,7 +80,7 @@ def fake_run_or_reuse(configs: list):
 @pytest.mark.parametrize("name", list(EVIDENCE))
 def test_every_config_validates_and_the_section_renders(name, quick, tmp_path, monkeypatch):
     configs: list = []
-    for module in ("negatives", "global_negatives", "how_many", "retrieval", "momentum", "seed_methods"):
+    for module in ("negatives", "global_negatives", "how_many", "retrieval", "momentum", "seed_methods", "logq"):
         monkeypatch.setattr(getattr(evidence, module), "run_or_reuse", fake_run_or_reuse(configs))
     # seed-methods' own small multi-label experiment: a tiny stand-in for the cached sentence embeddings
     tiny = (torch.randn(40, 8), torch.randn(100, 8), [[i, i + 40] for i in range(40)], "tiny")

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from negkit._validation import check_int, normalize_rows
 from negkit.losses import get_loss
+from negkit.losses.functional.logq import logq_in_batch_nce
 from negkit.metrics import false_negative_rate, in_batch_false_negative_rate
 from negkit.models.momentum import BN_MODES, MOMENTUM_SCHEDULES, MomentumEncoder
 from negkit.negatives import (
@@ -32,6 +33,7 @@ from negkit.negatives import (
     collision_rate,
     ranking_quality,
 )
+from negkit.negatives.frequency import StreamingFrequency
 from negkit.strategies.registry import StrategyLoss, register_strategy
 
 _INFO_NCE = get_loss("info_nce")
@@ -379,3 +381,70 @@ class ANS(CachedNegatives):
 
     def epoch_metrics(self) -> dict[str, float]:
         return {"k": float(self.schedule.k), "q": float(self.schedule.q), "noise_rate": self.schedule.noise_rate}
+
+
+@register_strategy(
+    "in-batch-softmax",
+    "two-tower in-batch softmax: the items of the batch's other interactions are the negatives",
+    uses_labels=False,
+    tasks=("recommendation",),
+)
+class InBatchItems(nn.Module):
+    """In-batch negatives for the recommendation task (:func:`negkit.losses.functional.logq.logq_in_batch_nce`).
+
+    For a batch of (user, item) interactions, user i's negatives are the items of the other interactions of the
+    batch, minus duplicates of its own item and (``mask_observed``) items the user interacted with in training.
+    Items enter a batch in proportion to their popularity, so popular items are over-represented negatives;
+    ``in-batch-logq`` corrects for it. The task calls :meth:`batch_loss`.
+    """
+
+    def __init__(self, temperature: float = _TEMPERATURE, mask_observed: bool = True) -> None:
+        super().__init__()
+        self.temperature, self.mask_observed = temperature, bool(mask_observed)
+        self.frequency: StreamingFrequency | None = None
+        self.correct_positive = True
+
+    def batch_loss(self, queries: Tensor, items: Tensor, item_ids: Tensor, negative_mask: Tensor | None) -> Tensor:
+        """The loss of one batch: ``queries, items [B, d]`` (row i: user i and its item), ``item_ids [B]``."""
+        log_q = None
+        if self.frequency is not None:
+            self.frequency.update(item_ids)  # this step's items first: every item of the batch has an estimate
+            log_q = self.frequency.log_probability(item_ids)
+        return logq_in_batch_nce(
+            queries,
+            items,
+            log_q,
+            temperature=self.temperature,
+            negative_mask=negative_mask,
+            correct_positive=self.correct_positive,
+        )
+
+    def epoch_metrics(self) -> dict[str, float]:
+        return {}
+
+
+@register_strategy(
+    "in-batch-logq",
+    "in-batch softmax with the logQ correction: logits minus log of each item's streamed sampling frequency",
+    uses_labels=False,
+    tasks=("recommendation",),
+)
+class InBatchLogQ(InBatchItems):
+    """``in-batch-softmax`` with Yi et al.'s sampling-bias correction (RecSys 2019): every logit of item j (the
+    positive's too, unless ``correct_positive=False``) is lowered by ``log p̂_j``, the item's frequency per batch
+    estimated on the stream of batches by :class:`negkit.negatives.frequency.StreamingFrequency` (``alpha``,
+    ``num_buckets``, ``num_hashes``); the estimator is updated with each batch's items before its loss, and is
+    saved in ``state_dict``."""
+
+    def __init__(
+        self,
+        temperature: float = _TEMPERATURE,
+        mask_observed: bool = True,
+        alpha: float = 0.01,
+        num_buckets: int = 1 << 16,
+        num_hashes: int = 1,
+        correct_positive: bool = True,
+    ) -> None:
+        super().__init__(temperature, mask_observed)
+        self.frequency = StreamingFrequency(num_buckets, alpha=alpha, num_hashes=num_hashes)
+        self.correct_positive = bool(correct_positive)

@@ -5,7 +5,8 @@ This is the setting of Wu, Wu & Huang ("Rethinking InfoNCE: How Many Negative Sa
 2022): an unrated item may be one the user would like, so every sampled negative is a possible false negative,
 and K trades informativeness against noise. Strategies: ``uniform-k`` (fixed K) and ``ans`` (K adapted by
 :class:`negkit.negatives.AdaptiveK`); their ``k``, ``temperature`` and schedule parameters mean what they mean
-in the contrastive task.
+in the contrastive task. ``in-batch-softmax`` and ``in-batch-logq`` use the items of the batch's other
+interactions as negatives instead, the latter with Yi et al.'s logQ correction (:mod:`negkit.negatives.frequency`).
 
 Per anchor (user u, training item i): score ``s(u, j) = cos(user(u), item(j))``, candidates = item i and the K
 sampled items the user has not interacted with in training (with replacement; they may include hidden and test
@@ -125,7 +126,7 @@ class RecommendationTask(Task):
 
     @classmethod
     def check_strategy(cls, entry: str, params: dict[str, Any]) -> None:
-        for key, required in FIXED_PARAMS[parse_strategy_entry(entry)[0]].items():
+        for key, required in FIXED_PARAMS.get(parse_strategy_entry(entry)[0], {}).items():
             if params.get(key, required) != required:
                 raise ValueError(f"{key}={params[key]} is not supported by the recommendation task")
 
@@ -201,6 +202,8 @@ class RecommendationTask(Task):
         model, strategy = trainee.model, trainee.strategy
         schedule = getattr(strategy, "schedule", None)
         users, items = self.data.train_users[batch], self.data.train_items[batch]
+        if hasattr(strategy, "batch_loss"):  # in-batch negatives: the items of the other interactions
+            return self.in_batch_step(trainee, users, items)
         k = schedule.k if schedule is not None else strategy.k
         negatives = sample_unobserved(users, trainee.scratch["observed"], k, generator)
         positive_logits, negative_logits = catalogue_logits(
@@ -213,6 +216,29 @@ class RecommendationTask(Task):
         known = trainee.scratch["known_unobserved"][users.unsqueeze(1), negatives]
         return StepResult(
             loss, {"false_negative_rate": float(known.double().mean()), "batch_q": batch_q, "k_used": float(k)}
+        )
+
+    def in_batch_step(self, trainee: Trainee, users: Tensor, items: Tensor) -> StepResult:
+        """In-batch negatives (``in-batch-softmax``, ``in-batch-logq``): user i's candidates are the batch's other
+        items, minus duplicates of its own item and (``mask_observed``) items it interacted with in training."""
+        model, strategy = trainee.model, trainee.strategy
+        negatives = items.unsqueeze(0) != items.unsqueeze(1)
+        if strategy.mask_observed:
+            negatives &= ~trainee.scratch["observed"][users.unsqueeze(1), items.unsqueeze(0)]
+        queries, item_vectors = model.users(users), model.items(items)
+        loss = strategy.batch_loss(queries, item_vectors, items, negatives)
+        with torch.no_grad():
+            scores = similarity_logits(queries, item_vectors, 1.0)
+            batch_q = ranking_quality(scores.diagonal(), scores, negatives) if bool(negatives.any()) else 0.0
+        known = trainee.scratch["known_unobserved"][users.unsqueeze(1), items.unsqueeze(0)] & negatives
+        count = float(negatives.sum())
+        return StepResult(
+            loss,
+            {
+                "false_negative_rate": float(known.sum()) / max(count, 1.0),
+                "batch_q": batch_q,
+                "k_used": count / max(len(users), 1),
+            },
         )
 
     def end_epoch(self, trainee: Trainee, epoch: int, last: bool) -> dict[str, Any]:
