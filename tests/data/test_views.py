@@ -42,9 +42,27 @@ def test_rotation_keeps_mass_roughly_and_erasing_zeroes_a_rectangle():
     assert torch.equal(random_views(x, ViewConfig(shift=0, erase=0.0), torch.Generator()), x)
 
 
+def test_zoom_scales_a_centred_square_within_the_range():
+    size, half = 33, 6
+    x = torch.zeros(400, 1, size, size)
+    x[:, :, 16 - half : 16 + half + 1, 16 - half : 16 + half + 1] = 1.0  # a 13 x 13 square about the centre
+    out = random_views(x, ViewConfig(shift=0, scale=0.5), torch.Generator().manual_seed(0))
+    side = (out[:, 0] > 0.5).sum(dim=(1, 2)).double().sqrt()  # side of the zoomed square, in pixels
+    zoom = side / (2 * half + 1)
+    assert float(zoom.min()) > 1 / 1.5 - 0.1 and float(zoom.max()) < 1.5 + 0.1  # log-uniform in [1/1.5, 1.5]
+    assert float((zoom > 1.2).double().mean()) > 0.15 and float((zoom < 0.85).double().mean()) > 0.15
+    # the zoom is drawn after the other augmentations: without it, a config keeps its random stream
+    x = torch.rand(8, 1, 12, 12)
+    plain = random_views(x, ViewConfig(shift=2, rotation=10), torch.Generator().manual_seed(1))
+    zoomed = random_views(x, ViewConfig(shift=2, rotation=10, scale=1e-9), torch.Generator().manual_seed(1))
+    assert torch.allclose(plain, zoomed, atol=1e-5)
+
+
 def test_bad_views_config_and_shape():
     with pytest.raises(ValueError, match="view strengths"):
         ViewConfig(shift=-1)
+    with pytest.raises(ValueError, match="view strengths"):
+        ViewConfig(scale=-0.1)
     with pytest.raises(ValueError, match=r"x must be \[B, C, H, W\]"):
         random_views(torch.rand(3, 8, 2), ViewConfig(), torch.Generator())
 

@@ -56,13 +56,15 @@ VECTOR_VIEWS = {"noise": 0.1, "dropout": 0.2}
 
 class ViewSettings(Strict):
     """Augmentation strengths (0 disables one). Images: ``shift`` (px), ``rotation`` (degrees), ``noise``,
-    ``erase`` (probability). Vectors: ``noise`` (std in units of the standardised features), ``dropout``."""
+    ``erase`` (probability), ``scale`` (random zoom). Vectors: ``noise`` (std in units of the standardised
+    features), ``dropout``."""
 
     shift: int = Field(2, ge=0)
     rotation: float = Field(0.0, ge=0)
     noise: float = Field(0.0, ge=0)
     erase: float = Field(0.0, ge=0, le=1)
     dropout: float = Field(0.0, ge=0, lt=1)
+    scale: float = Field(0.0, ge=0)
 
 
 class BatchSettings(Strict):
