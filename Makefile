@@ -27,7 +27,8 @@ $(STAMP): pyproject.toml
 	@$(PY) -c "import torch; assert not torch.version.cuda, 'a CUDA build of torch was installed'"
 	touch $(STAMP)
 
-# The main job: every built-in strategy on MNIST-5000, report in $(RUN_DIR)/report.md (replaces an old run).
+# The main job: the retrieval study (Rotten Tomatoes review -> plot, frozen MiniLM, five choices of negatives),
+# report in $(RUN_DIR)/report.md (replaces an old run). The image study: negkit run configs/mnist5000.toml.
 RUN_DIR ?= runs/default
 run: $(STAMP)
 	$(VENV)/bin/negkit run --out $(RUN_DIR) --force
