@@ -2,32 +2,31 @@
 
     torchrun --nproc_per_node 2 -m negkit run config.toml
 
-With ``WORLD_SIZE > 1`` the process group is started here (gloo: ``negkit run`` trains on the CPU) and ended when
-the command returns; every rank trains (:func:`negkit.train.loop.fit`), rank 0 prints and writes the run folder,
-the other ranks stay quiet.
+Each command starts the process group it needs from torchrun's environment (``negkit run``: gloo, it trains on
+the CPU, :func:`negkit.train.runner.prepare_run_dir`; ``negkit mine``: its own); here the ranks other than 0 are
+made quiet (rank 0 prints), and a group still running when the command returns is ended.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch.distributed as dist
 
 from negkit.cli import main
-from negkit.distributed import init_from_env, world
 
 
 def run() -> None:
-    """Run the command line; under ``torchrun``, inside a process group."""
-    started = init_from_env("gloo")
+    """Run the command line; under ``torchrun``, quiet on ranks > 0."""
+    if os.environ.get("RANK", "0") != "0":
+        cli = sys.modules.get("negkit.cli.app")
+        if cli is not None:
+            cli.console.quiet = True
     try:
-        if world()[0] > 0:
-            cli = sys.modules.get("negkit.cli.app")
-            if cli is not None:
-                cli.console.quiet = True
         main()
     finally:
-        if started and dist.is_initialized():
+        if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
 
 
