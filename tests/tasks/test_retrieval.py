@@ -9,6 +9,7 @@ import torch
 from negkit.data.text import RetrievalData
 from negkit.io import read_json
 from negkit.models.text import FrozenTowers
+from negkit.negatives import optimal_k
 from negkit.strategies import create_strategy, parse_strategy_entry
 from negkit.tasks.retrieval import evaluate, relevance_matrix
 from negkit.train.config import ConfigError, build_config
@@ -156,6 +157,14 @@ def test_a_frozen_run_reports_and_resumes_to_the_same_metrics(tmp_path):
     assert all(0 < row["acceptance_rate"] <= 1 for row in history)
     report = write_report(paths.root).read_text()
     assert "zero-shot" in report and "mined:k=2" in report
+    # the report leads with the results table and the cost plot, then sizes the mined column from the FN rate
+    assert report.index("## Results") < report.index("plots/costs.png") < report.index("## How many negatives")
+    assert (paths.root / "plots" / "costs.png").stat().st_size > 0
+    q = whole["baselines"]["zero-shot"]["q"]
+    assert 0.5 < q < 1  # MiniLM ranks a query's plot above most random plots from the start
+    rho = whole["strategies"]["mined:k=2"]["false_negative_rate"]
+    assert f"| mined:k=2 | 2 | {rho:.4f} | {optimal_k(min(rho, 0.999), q, k_max=256)} |" in report
+    assert "| in-batch:loss=decoupled_softmax |" not in report.split("## How many negatives")[1]
 
     class KilledError(Exception):
         pass

@@ -149,7 +149,7 @@ DEFAULT_RUN: dict[str, Any] = {
         "mcmc",
         "mined:lo=3,hi=30,loss=decoupled_softmax",
     ],
-    "train": {"epochs": 20, "batch_size": 64, "lr": 0.001, "weight_decay": 0.0, "warmup_epochs": 1},
+    "train": {"epochs": 10, "batch_size": 64, "lr": 0.001, "weight_decay": 0.0, "warmup_epochs": 1},
     "retrieval": {"mode": "frozen", "max_seq_length": 128},
 }
 
