@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from negkit.distributed import GlobalBatchNorm, local_rows, on_main, sync_batch_norm
+from negkit.distributed import GlobalBatchNorm, init_from_env, local_rows, on_main, sync_batch_norm
 from negkit.tasks import get_task
 from negkit.train.config import build_config
 from negkit.train.loop import fit
@@ -225,3 +225,18 @@ def test_torchrun_two_processes_run_the_command(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["strategies"]) == ["simclr"] and (out / "report.md").exists()
     assert [row["epoch"] for row in json.loads((out / "results" / "simclr.json").read_text())["history"]] == [1]
+
+
+def test_one_process_helpers_and_clear_errors(monkeypatch):
+    x = torch.arange(6)
+    assert local_rows(x) is x and on_main(lambda: 7) == 7
+    monkeypatch.setattr("negkit.distributed.world", lambda: (1, 2))
+    assert local_rows(x).tolist() == [3, 4, 5]
+    with pytest.raises(ValueError, match="a global batch of 5 rows does not split over 2 processes"):
+        local_rows(torch.arange(5))
+    monkeypatch.undo()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert init_from_env() is False
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="WORLD_SIZE must be an integer"):
+        init_from_env()
