@@ -2,6 +2,10 @@
 
 Both build their loss by name from :mod:`negkit.losses.registry` (``global_contrastive``, ``emc2``) and take
 their default hyper-parameters from it.
+
+Across processes (``torchrun ... -m negkit run``) both receive the gathered global batch and its dataset indices on
+every rank (:mod:`negkit.train.loop`), so every rank updates the same per-sample estimates, chains and cache as one
+process would, with no exchange of their own.
 """
 
 from __future__ import annotations
