@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness
 
-SUITES = ("losses", "samplers", "mcmc", "mining")
+SUITES = ("losses", "samplers", "mcmc", "mining", "siglip")
 
 
 def main(argv: list[str] | None = None) -> int:
