@@ -32,8 +32,7 @@ from torch import Tensor, nn
 
 from negkit._validation import check_finite_scalar, check_ids, check_int
 
-#: a Mersenne prime larger than any 31-bit id: the modulus of the universal hash family
-_PRIME = (1 << 61) - 1
+_LOW_31 = (1 << 31) - 1
 
 
 class StreamingFrequency(nn.Module):
@@ -44,8 +43,8 @@ class StreamingFrequency(nn.Module):
             lie in ``[0, num_buckets)``: exact per-item estimates, no collisions).
         alpha: the EMA rate ``α`` in ``(0, 1]`` (the paper's learning rate of the gap estimate).
         num_hashes: number of independent hash functions (and arrays); 1 with ``hashed=False``.
-        hashed: hash ids (``((a·(id mod 2^31) + b) mod P) mod num_buckets``, ``P = 2^61 − 1``, seeded ``a, b``)
-            or use them as indices.
+        hashed: hash ids (multiply-shift: bits 33–63 of ``a·id + b`` modulo 2^64, with a seeded odd ``a`` and
+            ``b``, modulo ``num_buckets``) or use them as indices.
         seed: seeds the hash functions.
 
     Use: :meth:`update` with each step's item ids (a ``[B]`` tensor; duplicates allowed), then
@@ -65,8 +64,8 @@ class StreamingFrequency(nn.Module):
             raise ValueError("num_hashes must be 1 without hashing (ids index the array directly)")
         self.hashed = bool(hashed)
         generator = torch.Generator().manual_seed(int(seed))
-        a = torch.randint(1, 1 << 31, (self.num_hashes,), generator=generator, dtype=torch.long)
-        b = torch.randint(0, 1 << 31, (self.num_hashes,), generator=generator, dtype=torch.long)
+        a = torch.randint(1 << 40, 1 << 62, (self.num_hashes,), generator=generator, dtype=torch.long) | 1  # odd
+        b = torch.randint(0, 1 << 62, (self.num_hashes,), generator=generator, dtype=torch.long)
         self.register_buffer("hash_a", a)
         self.register_buffer("hash_b", b)
         self.register_buffer("last_seen", torch.full((self.num_hashes, self.num_buckets), -1, dtype=torch.long))
@@ -82,9 +81,10 @@ class StreamingFrequency(nn.Module):
             return ids.unsqueeze(0)
         if len(ids) and int(ids.min()) < 0:
             raise ValueError("ids must be >= 0")
-        # (a·id + b) mod P without overflow: ids are taken modulo 2^31 and a < 2^31, so a·id < 2^62 fits in int64
-        mixed = (self.hash_a.unsqueeze(1) * (ids.unsqueeze(0) % (1 << 31)) + self.hash_b.unsqueeze(1)) % _PRIME
-        return mixed % self.num_buckets
+        # multiply-shift (Dietzfelbinger et al.): a·id + b wraps modulo 2^64 (two's complement), its high bits
+        # 33..63 are well mixed for a random odd a; they are then reduced modulo the number of buckets
+        mixed = self.hash_a.unsqueeze(1) * ids.unsqueeze(0) + self.hash_b.unsqueeze(1)
+        return ((mixed >> 33) & _LOW_31) % self.num_buckets
 
     @torch.no_grad()
     def update(self, ids: Tensor) -> None:
