@@ -37,6 +37,7 @@ timeout likewise. The harness uses the standard library only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import importlib.util
@@ -51,7 +52,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -155,9 +156,117 @@ def measure(step: Callable[[], Any], repeats: int, *, warmup: int = 1) -> tuple[
     return stats, out
 
 
+@contextlib.contextmanager
+def busy_core() -> Iterator[None]:
+    """A busy-loop process beside the block (one core kept busy, as another job on a shared machine would)."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)  # let it start spinning
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
 def progress(message: str) -> None:
     """A progress line on stderr (cells may print; stdout and stderr pass through)."""
     print(message, file=sys.stderr, flush=True)
+
+
+# -- the machine's limits, measured first --------------------------------------------------------------------------
+
+#: ``[m, k] @ [k, n]`` shapes the probe times unless a suite names its own
+DEFAULT_MATMUL_SHAPES = ((4096, 128, 4096), (4096, 128, 128), (4096, 4096, 128))
+
+
+def probe_cell(matmul_shapes: Sequence[Sequence[int]] = DEFAULT_MATMUL_SHAPES, repeats: int = 5) -> dict:
+    """The machine's limits in this process (its thread count), measured before a suite's cells.
+
+    * ``matmul``: float32 GFLOP/s of ``torch.mm`` at each ``[m, k] @ [k, n]`` shape (2·m·k·n FLOPs, into a
+      preallocated output), from the fastest of ``repeats`` or more calls (up to 1 s of them: on a shared machine
+      the best call is the machine's limit, the median its load); ``matmul_peak_gflops`` the best shape;
+    * ``exp_per_s``: float32 ``exp`` of 2²² values into a preallocated output, per second;
+    * ``bandwidth_gbs``: ``copy_`` of 512 MB float32 into another buffer: (read + write) bytes per second.
+
+    A suite's lower bounds divide its work by these (:func:`bound_s`): what the machine could do at best, measured
+    in the same conditions as the cells (same threads, same load).
+    """
+    import torch
+
+    def best_time(call: Callable[[], Any]) -> float:
+        """The fastest of at least ``repeats`` calls (and up to 1 s of them): a limit is the best the machine did."""
+        call()
+        times: list[float] = []
+        started = time.perf_counter()
+        while len(times) < repeats or (time.perf_counter() - started < 1.0 and len(times) < 50):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    generator = torch.Generator().manual_seed(0)
+    matmul = []
+    for m, k, n in matmul_shapes:
+        a = torch.randn(m, k, generator=generator)
+        b = torch.randn(k, n, generator=generator)
+        out = torch.empty(m, n)
+        seconds = best_time(lambda a=a, b=b, out=out: torch.mm(a, b, out=out))
+        matmul.append({"shape": [m, k, n], "seconds": seconds, "gflops": 2 * m * k * n / seconds / 1e9})
+    values = torch.randn(1 << 22, generator=generator)
+    exps = torch.empty_like(values)
+    exp_s = best_time(lambda: torch.exp(values, out=exps))
+    source = torch.ones(1 << 27)
+    target = torch.empty_like(source)
+    copy_s = best_time(lambda: target.copy_(source))
+    return {
+        "matmul": matmul,
+        "matmul_peak_gflops": max(x["gflops"] for x in matmul),
+        "exp_per_s": values.numel() / exp_s,
+        "bandwidth_gbs": 2 * source.numel() * 4 / copy_s / 1e9,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def probe_plan(shapes: Sequence[Sequence[int]] = DEFAULT_MATMUL_SHAPES, repeats: int = 5) -> Cell:
+    """The probe cell a suite puts first in its plan (and imports ``probe_cell`` so the worker finds it)."""
+    return Cell("probe_cell", {"matmul_shapes": [list(x) for x in shapes], "repeats": repeats}, "machine probe")
+
+
+def probe(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The probe record of ``doc`` (``None`` when it was not run or failed)."""
+    record = find(doc, "probe_cell")
+    return record if ok(record) else None
+
+
+def bound_s(doc: dict[str, Any], *, flops: float = 0.0, exps: float = 0.0, bytes_moved: float = 0.0) -> float | None:
+    """Lower bound in seconds of work made of ``flops`` (at the best measured matmul rate), ``exps`` exponentials
+    and ``bytes_moved`` bytes of memory traffic (at the measured copy bandwidth): the three added, as if nothing
+    overlapped except what could not be avoided. ``None`` without a probe."""
+    limits = probe(doc)
+    if limits is None:
+        return None
+    return (
+        flops / (limits["matmul_peak_gflops"] * 1e9)
+        + exps / limits["exp_per_s"]
+        + bytes_moved / (limits["bandwidth_gbs"] * 1e9)
+    )
+
+
+def render_probe(doc: dict[str, Any]) -> list[str]:
+    """Markdown lines stating the measured limits (or why there are none)."""
+    record = find(doc, "probe_cell")
+    if record is None:
+        return []
+    if not ok(record):
+        return [f"Machine probe failed: {short_error(record)}; no lower bounds.", ""]
+    shapes = ", ".join(f"[{m},{k}]@[{k},{n}] {x['gflops']:.0f}" for x in record["matmul"] for m, k, n in [x["shape"]])
+    return [
+        f"**Machine limits, measured first** (fresh process, {record['threads']} threads, same load as the cells"
+        f"{mark(record) and ', † busy'}): float32 matmul GFLOP/s {shapes} (best "
+        f"{record['matmul_peak_gflops']:.0f}); exp {record['exp_per_s'] / 1e9:.2f} G/s; memory copy "
+        f"{record['bandwidth_gbs']:.1f} GB/s (read + write). *bound* = work at these rates; *× bound* = time / bound.",
+        "",
+    ]
 
 
 # -- the cell process ------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import time
 from typing import Any
 
 import harness
-from harness import Cell, find, fmt, fmt_ms, fmt_n, mark, ok
+from harness import Cell, find, fmt, fmt_ms, fmt_n, mark, ok, probe_cell  # noqa: F401  (probe_cell: the worker's)
 
 TITLE = "negkit sampler benchmark"
 D, B, K = 128, 256, 64
@@ -76,7 +76,8 @@ def plan(args: argparse.Namespace) -> list[Cell]:
     grid = args.sizes or list(QUICK_SIZES if quick else DEFAULT_SIZES)
     repeats = args.repeats or (2 if quick else 5)
     large_repeats = args.large_repeats or (2 if quick else 3)
-    cells = [
+    cells = [harness.probe_plan([(B, D, 8192), (1024, D, 1024)])]
+    cells += [
         Cell(
             "sampler_cell",
             {"sampler": name, "n": n, "repeats": large_repeats if n >= 1_000_000 else repeats},
@@ -245,6 +246,14 @@ def mining_cell(
 # -- Markdown -------------------------------------------------------------------------------------------------
 
 
+def bound(doc: dict, sampler: str, n: int) -> float | None:
+    """Lower bound of one call: samplers that read the pool's values pass over it once (N·d float32 read) and
+    compute the B×N×d similarity (2·B·N·d FLOPs); the uniform ones need neither (no bound given)."""
+    if sampler in ("uniform", "class_conditional"):
+        return None
+    return harness.bound_s(doc, flops=2 * B * n * D, bytes_moved=n * D * 4)
+
+
 def render(doc: dict) -> list[str]:
     grid = [r for r in doc["cells"] if r["function"] == "sampler_cell"]
     names_run = list(dict.fromkeys(r["params"]["sampler"] for r in grid))
@@ -254,7 +263,8 @@ def render(doc: dict) -> list[str]:
     repeats = ", ".join(map(str, small or large)) + (
         f" ({', '.join(map(str, large))} for N ≥ 1e6)" if small and large else ""
     )
-    lines = [
+    lines = harness.render_probe(doc)
+    lines += [
         f"B = {B} anchors, d = {D}, K = {K}, float32 N(0, 1) pool, own ids excluded. Median ms per `sample` call "
         f"(after 1 warm-up) and ΔMB = peak RSS growth over the post-data baseline. Repeats: {repeats or '–'}.",
         "",
@@ -276,6 +286,28 @@ def render(doc: dict) -> list[str]:
             for n in grid_sizes:
                 r = find(doc, "sampler_cell", sampler=name, n=n)
                 row.append(f"{r['peak_rss_mb']:,.0f} / {r['baseline_rss_mb']:,.0f}" if ok(r) else "err")
+            lines.append("| " + " | ".join(row) + " |")
+        lines += [
+            "",
+            "Against the bound (one pass over the pool + the B×N×d similarity at the measured limits; the uniform "
+            "samplers read no values): × bound = time / bound; / mined = time / `mined_exact`'s at the same N.",
+            "",
+        ]
+        header = ["sampler"] + [f"{fmt_n(n)} {unit}" for n in grid_sizes for unit in ("bound ms", "× bound", "/ mined")]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for name in names_run:
+            row = [f"`{name}`"]
+            for n in grid_sizes:
+                r, mined = (
+                    find(doc, "sampler_cell", sampler=name, n=n),
+                    find(doc, "sampler_cell", sampler="mined_exact", n=n),
+                )
+                low = bound(doc, name, n)
+                row += [
+                    fmt_ms(low),
+                    f"{r['median_s'] / low:.1f}×" if ok(r) and low else "–",
+                    f"{r['median_s'] / mined['median_s']:.2f}×" if ok(r) and ok(mined) else "–",
+                ]
             lines.append("| " + " | ".join(row) + " |")
         bad = [r for r in grid if ok(r) and not r["checks"]["all_ok"]]
         if bad:
