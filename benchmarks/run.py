@@ -1,7 +1,9 @@
 """One entry point for the benchmarks: ``python benchmarks/run.py SUITE [--quick] [options]``.
 
-Suites: ``losses`` (negkit plain / tiled losses vs plain torch and pytorch-metric-learning), ``samplers`` (the
-negative samplers as the pool grows, and mining at scale), ``mcmc`` (an EMC² step vs exact sampling). Results go to
+Suites: ``losses`` (negkit's losses vs plain torch, open_clip, pytorch-metric-learning and sentence-transformers),
+``samplers`` (the negative samplers as the pool grows, and mining at scale), ``mcmc`` (an EMC² step vs exact
+sampling). Each of these three first measures the machine's limits (matmul GFLOP/s, exp/s, memory bandwidth) and
+states every row's time against the lower bound of its work. Results go to
 ``benchmarks/results/SUITE.{json,md}`` (``SUITE_quick`` with ``--quick``). ``run.py SUITE --help`` describes a
 suite and lists its options; ``--list`` prints its cells. The harness is ``benchmarks/harness.py``.
 """
