@@ -75,7 +75,8 @@ def info_nce(
         anchor: ``[B,d]``.
         positive: ``[B,d]``; row i is anchor i's positive.
         negatives: ``None``, ``[K,d]``, ``[B,K,d]``, or :class:`~negkit.negatives.GatheredNegatives`.
-        temperature: T > 0 (a float or a scalar tensor, which may be learnable).
+        temperature: T > 0: a float or a 0-dim tensor, which may be learnable (its gradient flows on the plain
+            and the tiled path; :class:`~negkit.losses.LogitScale` holds CLIP's clamped ``log(1/T)``).
         labels: optional ``[B]`` class ids of the pairs, used to drop same-class in-batch negatives.
         in_batch_negatives: use the other positives as negatives.
         negative_log_weights: optional ``[K]`` or ``[B,K]`` log-weights of the explicit negatives.
@@ -87,10 +88,15 @@ def info_nce(
             skipped direction left out; 0 for a skipped anchor).
         chunk_size: compute the denominator over column tiles of this many candidates with a custom autograd
             function that stores only the per-row log-sum-exp and recomputes tiles in backward (memory
-            O(B·chunk + (B+N)·d) instead of O(B·N); :mod:`negkit.losses.functional.tiled`). ``None`` tiles
-            automatically (chunks of 128) once the logits would exceed ``AUTO_TILE_LOGITS`` = 2²⁶ entries
-            (256 MB in float32). The tiled path covers in-batch and shared ``[K,d]`` negatives with ``[K]``
-            log-weights and a float temperature; other inputs use the plain path.
+            O(B·chunk + (B+N)·d) instead of O(B·N); :mod:`negkit.losses.functional.tiled`). Symmetric: both
+            directions come from one pass over the tiles (row and column log-sum-exps of each tile). Every input
+            layout and a learnable temperature work on both paths, with the same value and gradient. ``None``
+            chooses by size (:func:`auto_chunk`): the plain path (one logits matrix and ``F.cross_entropy``, the
+            reverse direction on its transpose) up to ``AUTO_TILE_LOGITS`` logits, tiles of ``AUTO_CHUNK``
+            columns beyond.
+
+    Performance: the value scans (non-finite inputs) cost one sum per tensor and one host synchronisation per
+    call; :func:`negkit.fast_checks` skips them.
 
     Raises:
         ValueError: on shape, dtype or device mismatches, non-finite inputs, a temperature ≤ 0, labels of
