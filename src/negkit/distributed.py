@@ -161,23 +161,28 @@ def gather(x: Tensor) -> Tensor:
 
 
 def check_same_shape(**tensors: Tensor | None) -> None:
-    """Raise the same ``ValueError`` on every rank unless every rank passes tensors of the same shapes (a
-    gather of mismatched shapes would fail or hang). One small all-gather; nothing when not distributed."""
+    """Raise the same ``ValueError`` on every rank unless every rank passes tensors of the same shapes, or
+    ``None`` in the same places (a gather of mismatched shapes would fail or hang). One small all-gather of a
+    fixed size (tensors of up to 7 dimensions); nothing when not distributed."""
     _, size = world()
     if size == 1:
         return
-    named = {name: x for name, x in tensors.items() if x is not None}
-    width = max((x.dim() for x in named.values()), default=0)
-    shapes = torch.full((len(named), width + 1), -1, dtype=torch.long)
-    for row, x in enumerate(named.values()):
-        shapes[row, : x.dim() + 1] = torch.tensor([x.dim(), *x.shape])
+    width = 8  # [number of dims (−1: None), dims...]
+    shapes = torch.full((len(tensors), width), -2, dtype=torch.long)
+    for row, x in enumerate(tensors.values()):
+        if x is None:
+            shapes[row, 0] = -1
+        elif x.dim() < width:
+            shapes[row, : x.dim() + 1] = torch.tensor([x.dim(), *x.shape])
     shapes = shapes.to(device())
     parts = [torch.empty_like(shapes) for _ in range(size)]
     dist.all_gather(parts, shapes)
-    for row, name in enumerate(named):
-        seen = [tuple(part[row, 1 : int(part[row, 0]) + 1].tolist()) for part in parts]
+    for row, name in enumerate(tensors):
+        seen = [
+            None if int(part[row, 0]) == -1 else tuple(part[row, 1 : int(part[row, 0]) + 1].tolist()) for part in parts
+        ]
         if len(set(seen)) > 1:
-            per_rank = ", ".join(f"rank {r}: {list(s)}" for r, s in enumerate(seen))
+            per_rank = ", ".join(f"rank {r}: {'None' if s is None else list(s)}" for r, s in enumerate(seen))
             raise ValueError(f"{name} must have the same shape on every rank (equal local batch sizes), got {per_rank}")
 
 

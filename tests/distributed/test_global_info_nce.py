@@ -178,7 +178,12 @@ def rank_losses(rank: int, init_file: str, out: str) -> None:
         error = ""
     except ValueError as caught:
         error = str(caught)
-    torch.save({"results": results, "error": error}, f"{out}.{rank}")
+    try:  # labels on one rank only
+        global_info_nce(a[:LOCAL], p[:LOCAL], labels=labels[:LOCAL] if rank == 0 else None)
+        labels_error = ""
+    except ValueError as caught:
+        labels_error = str(caught)
+    torch.save({"results": results, "error": error, "labels_error": labels_error}, f"{out}.{rank}")
     dist.destroy_process_group()
 
 
@@ -213,3 +218,5 @@ def test_two_processes_equal_one_process_on_the_combined_batch_with_its_hard_neg
     for rank in range(WORLD):
         assert "anchor must have the same shape on every rank" in saved[rank]["error"]
         assert "rank 0: [3, 5], rank 1: [2, 5]" in saved[rank]["error"]
+        assert "labels must have the same shape on every rank" in saved[rank]["labels_error"]
+        assert "rank 0: [3], rank 1: None" in saved[rank]["labels_error"]
