@@ -179,7 +179,9 @@ def progress(message: str) -> None:
 DEFAULT_MATMUL_SHAPES = ((4096, 128, 4096), (4096, 128, 128), (4096, 4096, 128))
 
 
-def probe_cell(matmul_shapes: Sequence[Sequence[int]] = DEFAULT_MATMUL_SHAPES, repeats: int = 5) -> dict:
+def probe_cell(
+    matmul_shapes: Sequence[Sequence[int]] = DEFAULT_MATMUL_SHAPES, repeats: int = 5, device: str = "cpu"
+) -> dict:
     """The machine's limits in this process (its thread count), measured before a suite's cells.
 
     * ``matmul``: float32 GFLOP/s of ``torch.mm`` at each ``[m, k] @ [k, n]`` shape (2·m·k·n FLOPs, into a
@@ -189,33 +191,39 @@ def probe_cell(matmul_shapes: Sequence[Sequence[int]] = DEFAULT_MATMUL_SHAPES, r
     * ``bandwidth_gbs``: ``copy_`` of 512 MB float32 into another buffer: (read + write) bytes per second.
 
     A suite's lower bounds divide its work by these (:func:`bound_s`): what the machine could do at best, measured
-    in the same conditions as the cells (same threads, same load).
+    in the same conditions as the cells (same threads, same load). On ``device="cuda"`` every call is followed by
+    a synchronisation, and the copy is 2 GB (HBM, not a cache).
     """
     import torch
+
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     def best_time(call: Callable[[], Any]) -> float:
         """The fastest of at least ``repeats`` calls (and up to 1 s of them): a limit is the best the machine did."""
         call()
+        sync()
         times: list[float] = []
         started = time.perf_counter()
         while len(times) < repeats or (time.perf_counter() - started < 1.0 and len(times) < 50):
             start = time.perf_counter()
             call()
+            sync()
             times.append(time.perf_counter() - start)
         return min(times)
 
     generator = torch.Generator().manual_seed(0)
     matmul = []
     for m, k, n in matmul_shapes:
-        a = torch.randn(m, k, generator=generator)
-        b = torch.randn(k, n, generator=generator)
-        out = torch.empty(m, n)
+        a = torch.randn(m, k, generator=generator).to(device)
+        b = torch.randn(k, n, generator=generator).to(device)
+        out = torch.empty(m, n, device=device)
         seconds = best_time(lambda a=a, b=b, out=out: torch.mm(a, b, out=out))
         matmul.append({"shape": [m, k, n], "seconds": seconds, "gflops": 2 * m * k * n / seconds / 1e9})
-    values = torch.randn(1 << 22, generator=generator)
+    values = torch.randn(1 << (26 if cuda else 22), generator=generator).to(device)
     exps = torch.empty_like(values)
     exp_s = best_time(lambda: torch.exp(values, out=exps))
-    source = torch.ones(1 << 27)
+    source = torch.ones(1 << (29 if cuda else 27), device=device)
     target = torch.empty_like(source)
     copy_s = best_time(lambda: target.copy_(source))
     return {
@@ -224,12 +232,15 @@ def probe_cell(matmul_shapes: Sequence[Sequence[int]] = DEFAULT_MATMUL_SHAPES, r
         "exp_per_s": values.numel() / exp_s,
         "bandwidth_gbs": 2 * source.numel() * 4 / copy_s / 1e9,
         "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32) if cuda else None,
     }
 
 
-def probe_plan(shapes: Sequence[Sequence[int]] = DEFAULT_MATMUL_SHAPES, repeats: int = 5) -> Cell:
+def probe_plan(shapes: Sequence[Sequence[int]] = DEFAULT_MATMUL_SHAPES, repeats: int = 5, device: str = "cpu") -> Cell:
     """The probe cell a suite puts first in its plan (and imports ``probe_cell`` so the worker finds it)."""
-    return Cell("probe_cell", {"matmul_shapes": [list(x) for x in shapes], "repeats": repeats}, "machine probe")
+    params = {"matmul_shapes": [list(x) for x in shapes], "repeats": repeats, "device": device}
+    return Cell("probe_cell", params, "machine probe")
 
 
 def probe(doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -261,7 +272,8 @@ def render_probe(doc: dict[str, Any]) -> list[str]:
         return [f"Machine probe failed: {short_error(record)}; no lower bounds.", ""]
     shapes = ", ".join(f"[{m},{k}]@[{k},{n}] {x['gflops']:.0f}" for x in record["matmul"] for m, k, n in [x["shape"]])
     return [
-        f"**Machine limits, measured first** (fresh process, {record['threads']} threads, same load as the cells"
+        f"**Machine limits, measured first** ({record.get('device', 'cpu')}, fresh process, {record['threads']} "
+        "threads, same load as the cells"
         f"{mark(record) and ', † busy'}): float32 matmul GFLOP/s {shapes} (best "
         f"{record['matmul_peak_gflops']:.0f}); exp {record['exp_per_s'] / 1e9:.2f} G/s; memory copy "
         f"{record['bandwidth_gbs']:.1f} GB/s (read + write). *bound* = work at these rates; *× bound* = time / bound.",

@@ -78,7 +78,7 @@ def plan(args: argparse.Namespace) -> list[Cell]:
     busy = args.busy if args.busy is not None else ([] if args.quick else [4096])
     repeats = args.repeats or (1 if args.quick else 3)
     common = {"chunk": args.chunk, "device": args.device}
-    cells = [harness.probe_plan(_probe_shapes(sizes, args.chunk))]
+    cells = [harness.probe_plan(_probe_shapes(sizes, args.chunk), device=args.device)]
     for b in sizes:
         for m in args.methods:
             skip = None
@@ -89,6 +89,8 @@ def plan(args: argparse.Namespace) -> list[Cell]:
     for b in huge:
         gb = 2 * b * b * 4 / 1e9
         skip = f"plain torch would hold two {b:,}² float32 matrices ({gb:.0f} GB): no cell"
+        if args.device.startswith("cuda") and gb < 100:  # an H200 holds them: measure plain torch too
+            skip = None
         cells.append(
             Cell(
                 "loss_cell",
@@ -190,6 +192,8 @@ def loss_cell(method: str, size: int, repeats: int, warmup: int, busy: bool, chu
     """Forward + backward of one loss on ``size`` pairs (timed with a busy core beside it when ``busy``)."""
     import torch
 
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()  # cells may share a process (--one-process): start each from a clean allocator
     generator = torch.Generator().manual_seed(0)
     q = torch.randn(size, D, generator=generator).to(device).requires_grad_(True)
     k = torch.randn(size, D, generator=generator).to(device).requires_grad_(True)

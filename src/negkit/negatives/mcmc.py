@@ -27,7 +27,7 @@ _BLOCK_ELEMENTS = 1 << 18
 def _cosines(anchors: Tensor, pool: Tensor, proposal: Tensor) -> Tensor:
     """``[b, T]`` cosine of unit ``anchors [b, d]`` and the pool rows ``proposal [b, T]``, as ``(a · x) / ‖x‖``; rows
     whose norm is not a plain positive float (zero, tiny, overflowing, NaN) go through :func:`normalize_rows`."""
-    rows = pool.index_select(0, proposal.reshape(-1)).view(*proposal.shape, pool.shape[1]).float()
+    rows = pool.index_select(0, proposal.reshape(-1).to(pool.device)).view(*proposal.shape, pool.shape[1]).float()
     norms = torch.linalg.vector_norm(rows, dim=2)
     cosine = torch.linalg.vecdot(rows, anchors.unsqueeze(1)) / norms
     odd = ~(norms >= 1e-12) | torch.isinf(norms)
