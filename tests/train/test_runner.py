@@ -151,3 +151,22 @@ def test_variants_negative_reports_and_diagnostics_reach_the_report(tmp_path, ti
 
     noise, q = read_logged_estimates(paths.root)
     assert 0.05 < noise < 0.15 and 0.0 < q < 1.0  # digits: 10 balanced classes, so rho = sum p_c^2 ~ 0.1
+
+
+def test_random_init_baseline_is_the_encoder_every_strategy_starts_from(tmp_path, tiny_config):
+    from negkit.tasks import get_task
+    from negkit.tasks.contrastive import embed
+    from negkit.train.report import write_report
+
+    metrics = run_experiment(*prepare_run_dir(tmp_path / "run", tiny_config))
+    task = get_task("contrastive")(tiny_config)
+    task.load()
+    torch.manual_seed(tiny_config.seed)  # what negkit.train.loop.fit does before building each strategy
+    start = task.build("simclr").model
+    expected = task.evaluate(embed(start, task.data.train_x), embed(start, task.data.test_x))
+    assert metrics["baselines"]["random-init"] == pytest.approx(expected)
+    report = write_report(tmp_path / "run").read_text()
+    learning = report.split("## Learning")[1].split("##")[0]
+    for name, values in metrics["strategies"].items():
+        gain = values["knn_acc"] - metrics["baselines"]["random-init"]["knn_acc"]
+        assert f"| {name} |" in learning and f"{gain:+.4f} |" in learning

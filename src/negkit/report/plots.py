@@ -53,21 +53,23 @@ def training_curves(
     return save_figure(figure, path)
 
 
-def accuracy_bars(strategies: dict[str, dict[str, Any]], raw: dict[str, float], path: Path) -> Path:
-    """kNN and linear-probe accuracy per strategy, with the raw-input baselines as lines."""
+def accuracy_bars(strategies: dict[str, dict[str, Any]], baselines: dict[str, dict[str, Any]], path: Path) -> Path:
+    """kNN and linear-probe accuracy per strategy, with each baseline's (raw input, random-init encoder) as lines."""
     names = list(strategies)
     positions = torch.arange(len(names), dtype=torch.float64)
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 2), 4))
     axes.bar(positions - 0.2, [strategies[n]["knn_acc"] for n in names], width=0.4, label="kNN")
     axes.bar(positions + 0.2, [strategies[n]["linear_acc"] for n in names], width=0.4, label="linear probe")
-    axes.axhline(raw["knn_acc"], color="C0", linestyle="--", linewidth=1, label="raw input, kNN")
-    axes.axhline(raw["linear_acc"], color="C1", linestyle=":", linewidth=1, label="raw input, linear")
-    low = min(min(s["knn_acc"], s["linear_acc"]) for s in strategies.values())
-    axes.set_ylim(max(0.0, min(low, raw["knn_acc"], raw["linear_acc"]) - 0.05), 1.0)
+    lowest = [min(s["knn_acc"], s["linear_acc"]) for s in strategies.values()]
+    for (name, values), style in zip(baselines.items(), ("--", ":", "-.", (0, (1, 3))), strict=False):
+        axes.axhline(values["knn_acc"], color="C0", linestyle=style, linewidth=1, label=f"{name}, kNN")
+        axes.axhline(values["linear_acc"], color="C1", linestyle=style, linewidth=1, label=f"{name}, linear")
+        lowest += [values["knn_acc"], values["linear_acc"]]
+    axes.set_ylim(max(0.0, min(lowest) - 0.05), 1.0)
     axes.set_xticks(positions.tolist(), names, rotation=20)
     axes.set(ylabel="test accuracy", title="accuracy per strategy")
-    axes.legend(fontsize=8, loc="lower right")
+    axes.legend(fontsize=7, loc="lower right", ncol=2)
     return save_figure(figure, path)
 
 

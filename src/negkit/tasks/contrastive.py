@@ -354,13 +354,14 @@ class ContrastiveTask(Task):
         plot_dir = run_dir / "plots"
         best = max(strategies, key=lambda name: strategies[name]["knn_acc"])
         plots.training_curves(history, plot_dir / "curves.png")
-        plots.accuracy_bars(strategies, metrics["baselines"]["raw"], plot_dir / "accuracy.png")
+        plots.accuracy_bars(strategies, metrics["baselines"], plot_dir / "accuracy.png")
         plots.alignment_uniformity(strategies, plot_dir / "alignment_uniformity.png")
         embedding = load_torch(run_dir / "embeddings" / f"{best}.pt")
         plots.projection(
             embedding["features"], embedding["labels"], f"{best}: test features (PCA)", plot_dir / "projection.png"
         )
-        sections = [
+        sections = [progress_section(strategies, metrics["baselines"], history)] if history else []
+        sections += [
             "## Plots\n\n![training curves](plots/curves.png)\n\n![accuracy per strategy](plots/accuracy.png)\n\n"
             "![alignment vs uniformity](plots/alignment_uniformity.png)\n\n"
             "![projection of the best embedding](plots/projection.png)"
@@ -404,3 +405,27 @@ class ContrastiveTask(Task):
             "in-batch negatives each strategy used (share with the anchor's label)."
         )
         return setup, sections
+
+
+def progress_section(
+    strategies: dict[str, dict[str, Any]], baselines: dict[str, dict[str, Any]], history: list[dict[str, str]]
+) -> str:
+    """Did training teach the encoder anything: each strategy's test kNN accuracy after its first and its last
+    epoch beside the random-init encoder it started from (and raw inputs)."""
+    init = baselines.get("random-init")
+    lines = [
+        "## Learning\n\nTest kNN accuracy after the first and the last epoch, against the encoder every strategy "
+        "starts from (random-init"
+        + (f", kNN {init['knn_acc']:.4f}" if init else "")
+        + f") and raw inputs (kNN {baselines['raw']['knn_acc']:.4f}).\n",
+        "| strategy | labels | epoch 1 | final | final − epoch 1 | final − random-init |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, values in strategies.items():
+        rows = [row for row in history if row["strategy"] == name]
+        first = float(rows[0]["knn_acc"]) if rows else float("nan")
+        final = values["knn_acc"]
+        above_init = f"{final - init['knn_acc']:+.4f}" if init else "–"
+        uses = "yes" if values.get("uses_labels") else "no"
+        lines.append(f"| {name} | {uses} | {first:.4f} | {final:.4f} | {final - first:+.4f} | {above_init} |")
+    return "\n".join(lines)
