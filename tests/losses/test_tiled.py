@@ -118,3 +118,35 @@ def test_tiled_sup_con_equals_plain(N, classes, chunk, seed):
     assert (torch.autograd.grad(degenerate, x)[0] == 0).all()
     with strict(), pytest.raises(ValueError, match="no anchor has a positive"):
         sup_con(x, torch.arange(N), chunk_size=chunk)
+
+
+def test_the_automatic_path_and_tile_width():
+    # small logits: the plain path; beyond AUTO_TILE_LOGITS wide tiles for d <= AUTO_TILE_MAX_DIM
+    assert nce.auto_chunk(1024, 1024, 128) is None
+    assert nce.auto_chunk(4096, 4096, 128) == nce.AUTO_CHUNK >= 1024  # never the narrow tiles that stall
+    assert nce.auto_chunk(8192, 300, 128) == 300  # one tile when the columns are fewer than a tile
+    # large d: the extra product of the tiles' backward costs more than the memory saved, until memory rules
+    assert nce.auto_chunk(4096, 4096, 768) is None
+    assert nce.auto_chunk(16384, 16384, 768) == nce.AUTO_CHUNK
+    # accelerators: tiles for memory only
+    assert nce.auto_chunk(4096, 4096, 128, device="cuda") is None
+    assert nce.auto_chunk(16384, 16384, 128, device="cuda") == nce.AUTO_CHUNK_DEVICE
+
+
+def test_symmetric_tiles_equal_plain_with_labels_and_shared_negatives():
+    a, p = randn(0, 9, 5, requires_grad=True), randn(1, 9, 5, requires_grad=True)
+    n, w = randn(2, 4, 5, requires_grad=True), randn(3, 4, requires_grad=True)
+    labels = randint(4, 3, 9)
+    t = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
+    kwargs = dict(labels=labels, symmetric=True, negative_log_weights=w, temperature=t, reduction="none")
+    plain = info_nce(a, p, n, **kwargs)
+    tiled = info_nce(a, p, n, chunk_size=2, **kwargs)
+    torch.testing.assert_close(tiled, plain)
+    upstream = torch.linspace(0.5, 1.5, 9, dtype=torch.float64)
+    inputs = (a, p, n, w, t)
+    for g_tiled, g_plain in zip(
+        torch.autograd.grad((tiled * upstream).sum(), inputs),
+        torch.autograd.grad((plain * upstream).sum(), inputs),
+        strict=True,
+    ):
+        torch.testing.assert_close(g_tiled, g_plain)

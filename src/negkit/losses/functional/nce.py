@@ -146,7 +146,7 @@ def info_nce(
         chunk_size = check_int("chunk_size", chunk_size, low=1)
 
     columns = (batch if in_batch_negatives else 0) + (0 if negatives is None else negatives.shape[-2])
-    chunk = chunk_size if chunk_size is not None else auto_chunk(batch, columns, dim)
+    chunk = chunk_size if chunk_size is not None else auto_chunk(batch, columns, dim, device=anchor.device)
     inputs = _Inputs(anchor, positive, negatives, negative_log_weights, labels, in_batch_negatives, similarity)
     if chunk is None:
         forward, backward = _plain(inputs, temperature, symmetric)
@@ -170,25 +170,42 @@ def info_nce(
 
 # ---------------------------------------------------------------------------------------- path and tile choice
 
-#: Without ``chunk_size``, the logits of one direction are tiled once they would exceed this many entries.
-AUTO_TILE_LOGITS = 1 << 22
-#: The tile width (columns) of the automatic choice: wide tiles, so that a core busy with another process
-#: stalls few parallel regions (128-column tiles ran 5.7× slower than plain torch with one core busy).
-AUTO_CHUNK = 2048
+#: Without ``chunk_size``, on a CPU, the logits of one direction are tiled beyond this many entries (8 MB in
+#: float32): past it the plain path's ``[B, N]`` matrix leaves the caches and its ~10 passes over memory (product,
+#: softmax, its backward, the transposed copy when symmetric) cost more than recomputing the tiles.
+AUTO_TILE_LOGITS = 1 << 21
+#: ... for feature dimensions up to this: the tiles' backward recomputes each tile's product (4 products of
+#: ``2·B·N·d`` FLOPs instead of 3), and beyond it the extra product costs more than the memory traffic saved.
+AUTO_TILE_MAX_DIM = 256
+#: Beyond this many logits (256 MB in float32) the denominator is tiled whatever ``d`` and the device: memory.
+AUTO_TILE_MEMORY_LOGITS = 1 << 26
+#: The tile width (columns) of the automatic choice on a CPU: wide enough that a core busy with another process
+#: stalls few parallel regions (128-column tiles ran 5.7× slower than plain torch with one core busy), narrow
+#: enough that a tile of B = 4,096 rows (16 MB) stays near the caches.
+AUTO_CHUNK = 1024
+#: The tile width on an accelerator (where tiles are used for memory only).
+AUTO_CHUNK_DEVICE = 8192
 
 
-def auto_chunk(rows: int, columns: int, dim: int, threads: int | None = None) -> int | None:
-    """The tile width ``info_nce`` (and the losses built on its core) use without ``chunk_size``, or ``None``
-    for the plain path (one ``[rows, columns]`` logits matrix and ``F.cross_entropy``).
+def auto_chunk(
+    rows: int, columns: int, dim: int, threads: int | None = None, device: torch.device | str | None = None
+) -> int | None:
+    """The tile width ``info_nce`` (and ``sup_con``) use without ``chunk_size``, or ``None`` for the plain path
+    (one ``[rows, columns]`` logits matrix and ``F.cross_entropy``).
 
-    Measured on a 2-core CPU (``benchmarks/tiles.py``, ``benchmarks/results/tiles.md``): the plain path is the
-    fastest while the logits fit in a few MB; beyond ``AUTO_TILE_LOGITS`` entries, tiles of ``AUTO_CHUNK``
-    columns were as fast as plain torch or faster (they stay in cache and allocate nothing of size B × N) at a
-    fraction of the memory. ``dim`` and ``threads`` (default ``torch.get_num_threads()``) are accepted so that
-    the rule can depend on them; on this machine neither moved the crossover.
+    On a CPU (measured on 2 cores, ``benchmarks/tiles.py`` → ``benchmarks/results/tiles.md``): the plain path up to
+    ``AUTO_TILE_LOGITS`` logits, where it is as fast as plain torch; beyond, tiles of ``AUTO_CHUNK`` columns when
+    ``dim ≤ AUTO_TILE_MAX_DIM`` (faster than plain torch there, and than open_clip's ``ClipLoss`` when symmetric,
+    at a fraction of the memory); with larger ``dim``, the plain path until ``AUTO_TILE_MEMORY_LOGITS``. On other
+    devices tiles are chosen for memory only (beyond ``AUTO_TILE_MEMORY_LOGITS``, ``AUTO_CHUNK_DEVICE`` columns; not
+    measured here). ``threads`` (default ``torch.get_num_threads()``) is accepted so that the rule can depend on it;
+    on the machine measured it did not move the choice.
     """
-    del dim, threads
-    if rows * columns <= AUTO_TILE_LOGITS:
+    del threads
+    logits = rows * columns
+    if device is not None and torch.device(device).type != "cpu":
+        return min(AUTO_CHUNK_DEVICE, max(columns, 1)) if logits > AUTO_TILE_MEMORY_LOGITS else None
+    if logits <= AUTO_TILE_LOGITS or (dim > AUTO_TILE_MAX_DIM and logits <= AUTO_TILE_MEMORY_LOGITS):
         return None
     return min(AUTO_CHUNK, max(columns, 1))
 

@@ -60,7 +60,7 @@ def sup_con(
     n = embeddings.shape[0]
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, low=1)
-    chunk = chunk_size if chunk_size is not None else auto_chunk(n, n, embeddings.shape[1])
+    chunk = chunk_size if chunk_size is not None else auto_chunk(n, n, embeddings.shape[1], device=embeddings.device)
     if chunk is not None:
         return _sup_con_tiled(embeddings, labels, temperature, reduction, chunk)
     logits = similarity_logits(embeddings, embeddings, temperature, names="embeddings, embeddings")
