@@ -191,7 +191,7 @@ class _TiledSymmetricLogSumExp(Function):
         row_shift, col_shift = _finite_lse(row_lse).unsqueeze(1), _finite_lse(col_lse)
         g_row = grad_row.unsqueeze(1)
         weighted_p = torch.zeros_like(a)  # Σ_j W_ij p_j
-        grad_p = torch.zeros_like(p)
+        grad_p = torch.zeros_like(p) if ctx.needs_input_grad[1] else None
         for start in range(0, batch, chunk_size):
             stop = min(start + chunk_size, batch)
             logits = _tile_logits(
@@ -200,7 +200,8 @@ class _TiledSymmetricLogSumExp(Function):
             by_column = (logits - col_shift[start:stop]).exp_().mul_(grad_col[start:stop])
             weighted = logits.sub_(row_shift).exp_().mul_(g_row).add_(by_column)  # W = g_row p_row + g_col p_col
             weighted_p += weighted @ p[start:stop]
-            grad_p[start:stop] = weighted.T @ scaled_a
+            if grad_p is not None:
+                grad_p[start:stop] = weighted.T @ scaled_a
         grad_a = weighted_p * scale
         grad_scale = (a * weighted_p).sum().reshape(scale.shape) if ctx.needs_input_grad[2] else None
         return grad_a, grad_p, grad_scale, None, None
