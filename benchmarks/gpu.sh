@@ -46,7 +46,7 @@ status=0
 # tests/conftest.py needs hypothesis; without it the conftest files are left out (the marker is then unregistered).
 confcut=()
 "$PY" -c "import hypothesis" 2> /dev/null || confcut=(--noconftest)
-NEGKIT_TEST_DEVICE="$DEVICE" timeout 240 "$PY" -m pytest -m cuda tests/cuda -q -p no:randomly -p no:cacheprovider \
+NEGKIT_TEST_DEVICE="$DEVICE" timeout 240 "$PY" -m pytest -m cuda tests/cuda -p no:randomly -p no:cacheprovider \
     "${confcut[@]}" 2>&1 | tee "$OUT/cuda_tests.txt" || status=1
 
 # 2. The loss benchmark: probe (matmul, exp, HBM copy) then every method at each B, all cells in one process
