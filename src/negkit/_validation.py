@@ -234,9 +234,12 @@ def normalize_rows(x: Tensor, dim: int = -1) -> Tensor:
     zeros (its cosine similarity to anything is 0) and receives a zero gradient, never ``1/eps``.
     """
     norm = x.norm(p=2.0, dim=dim, keepdim=True)
-    bad = ~(norm >= _NORM_FLOOR) | torch.isinf(norm)
-    if not bool(bad.any()):
+    if norm.numel() == 0:
+        return x / norm.clamp_min(_NORM_FLOOR).expand_as(x)
+    low, high = torch.aminmax(norm.detach())  # one reduction for both bounds (NaN fails both tests)
+    if bool(low >= _NORM_FLOOR) and bool(high < math.inf):
         return x / norm.clamp_min(_NORM_FLOOR).expand_as(x)  # F.normalize's own arithmetic, the norm reused
+    bad = ~(norm >= _NORM_FLOOR) | torch.isinf(norm)
     scale = x.detach().abs().amax(dim=dim, keepdim=True)
     zero = scale == 0
     scaled = x / torch.where(zero, torch.ones_like(scale), scale)
