@@ -166,3 +166,27 @@ def test_rows_whose_chunk_is_all_masked_out_get_no_lazy_keys(always_lazy):
     indices, chosen_logits, threshold = perturbed_top_k(view, 3, torch.Generator().manual_seed(0))
     assert bool((indices[:2] < 5).all()) and bool(torch.isfinite(threshold).all())
     assert torch.equal(chosen_logits, logits.gather(1, indices))
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
+def test_two_level_draws_equal_one_inverse_cdf_over_the_pool_on_the_same_uniforms(chunk):
+    """Draws with replacement pick a chunk from its mass, then the item by the same uniform rescaled: the result is
+    the item a single float64 inverse CDF over the whole (masked) pool gives for that uniform, whatever the chunk."""
+    generator = torch.Generator().manual_seed(11)
+    rows, n, k = 6, 300, 40
+    logits = 3 * torch.randn(rows, n, generator=generator)
+    ids = torch.arange(n)
+    rule = Eligibility(anchor_ids=torch.tensor([0, 5, 7, 299, 3, 3]), pool_ids=ids)
+    view = PoolView(rows, n, lambda a, b: logits[:, a:b], rule, logits.device, chunk)
+    indices, log_probabilities = sampling.categorical_draws(view, k, torch.Generator().manual_seed(12))
+
+    replay = torch.Generator().manual_seed(12)
+    targets = torch.rand(rows, k, generator=replay, dtype=torch.float64).sort(dim=1).values
+    shuffle = torch.rand(rows, k, generator=replay).argsort(dim=1)
+    masked = logits.double().masked_fill(rule.anchor_ids.unsqueeze(1) == ids, float("-inf"))
+    cdf = torch.softmax(masked, dim=1).cumsum(dim=1)
+    expected = torch.searchsorted(cdf, targets, right=True).clamp(max=n - 1).gather(1, shuffle)
+    assert (indices == expected).double().mean() > 0.99  # a uniform within rounding of a boundary may differ
+    assert bool((indices != rule.anchor_ids.unsqueeze(1)).all())
+    exact = torch.log_softmax(masked, dim=1).gather(1, indices)
+    torch.testing.assert_close(log_probabilities, exact, rtol=1e-5, atol=1e-5)

@@ -134,7 +134,9 @@ class NegativeSampler(abc.ABC):
         )
         self._current = (anchors, pool)
         try:
-            view = PoolView(rows, size, self._logits(anchors, pool), eligibility, anchors.device, self.chunk_size)
+            logits = self._logits(anchors, pool)
+            row_logits = None if logits is None else (lambda some, start, stop: logits(start, stop, some))
+            view = PoolView(rows, size, logits, eligibility, anchors.device, self.chunk_size, row_logits)
             return self._sample(view, generator)
         finally:
             del self._current
@@ -147,17 +149,17 @@ class NegativeSampler(abc.ABC):
         return normalize_rows(x, dim=1) if self.similarity == "cosine" else x
 
     def _scores(self, anchors: Tensor, pool: Tensor, scale: float = 1.0) -> ChunkLogits:
-        """Similarities of the anchors to a pool chunk, times ``scale`` (folded into the anchors: no extra pass over
-        the scores); the pool is prepared chunk by chunk, never copied whole."""
+        """Similarities of the anchors (or of the anchors ``rows``) to a pool chunk, times ``scale`` (folded into the
+        anchors: no extra pass over the scores); the pool is prepared chunk by chunk, never copied whole."""
         a = self._prepare(anchors)
         if scale != 1.0:
             a = a * scale
 
-        def scores(start: int, stop: int) -> Tensor:
+        def scores(start: int, stop: int, rows: Tensor | None = None) -> Tensor:
             chunk = pool[start:stop]
             if _any_non_finite(chunk):
                 raise ValueError(f"pool contains non-finite values (NaN or inf) in rows {start}..{stop - 1}")
-            scores = a @ self._prepare(chunk).T
+            scores = (a if rows is None else a[rows]) @ self._prepare(chunk).T
             # cosines of finite unit rows are bounded by 1: only dot products can overflow
             if self.similarity != "cosine" and _any_non_finite(scores):
                 raise ValueError(
@@ -260,8 +262,8 @@ class HardnessSampler(NegativeSampler):
             return self._scores(anchors, pool, scale=self.beta)
         scores = self._scores(anchors, pool)
 
-        def logits(start: int, stop: int) -> Tensor:
-            tilted = self.beta * scores(start, stop)
+        def logits(start: int, stop: int, rows: Tensor | None = None) -> Tensor:
+            tilted = self.beta * scores(start, stop, rows)
             if _any_non_finite(tilted):
                 raise ValueError(f"beta = {self.beta:g} times the similarities overflows float32; lower beta")
             return tilted

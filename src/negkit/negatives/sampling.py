@@ -61,6 +61,8 @@ class PoolView:
     eligibility: Eligibility
     device: torch.device
     chunk_size: int = 8192
+    #: ``(rows [r], start, stop) -> [r, c]``: the logits of some anchors only (``None``: the full chunk, indexed)
+    row_logits: Callable[[Tensor, int, int], Tensor] | None = None
 
     def chunks(self) -> range:
         return range(0, self.size, self.chunk_size)
@@ -71,6 +73,18 @@ class PoolView:
         if self.logits is None:
             return stop, torch.zeros(self.rows, stop - start, device=self.device)
         return stop, self.logits(start, stop)
+
+    def rows_block(self, rows: Tensor, start: int) -> tuple[int, Tensor, Tensor | None]:
+        """``(stop, logits [r, c], mask [r, c] or None)`` of anchors ``rows`` against the chunk at ``start``."""
+        stop = min(start + self.chunk_size, self.size)
+        if self.logits is None:
+            logits = torch.zeros(len(rows), stop - start, device=self.device)
+        elif self.row_logits is not None:
+            logits = self.row_logits(rows, start, stop)
+        else:
+            logits = self.logits(start, stop)[rows]
+        columns = torch.arange(start, stop, device=self.device).unsqueeze(0)
+        return stop, logits, self.eligibility.mask(rows, columns, logits)
 
     def block(self, start: int) -> tuple[int, Tensor, Tensor | None]:
         """``(stop, logits [B, c] (zeros if uniform), mask [B, c] or None)`` of the chunk at ``start``."""
@@ -297,41 +311,58 @@ def log_partition(view: PoolView) -> Tensor:
 def categorical_draws(view: PoolView, k: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """``k`` independent draws per row from ``softmax(logit)`` over the eligible items, with replacement.
 
-    Two passes over the pool: the log-partition, then inverse-CDF search of ``k`` sorted uniforms in the
-    running cumulative probabilities (float64). Returns ``(indices [B, k], log_probabilities [B, k])``.
+    Inverse CDF of ``k`` sorted uniforms, in two levels. Pass 1 keeps each chunk's log-mass per row (a float32
+    log-sum-exp of the chunk, ``[B, chunks]`` in float64); the uniforms pick their chunks from these masses, and
+    pass 2 revisits only the (row, chunk) pairs that hold a draw, where the same uniform, rescaled to the chunk's
+    interval, picks the item by the chunk's cumulative probabilities (float64). With ``view.row_logits`` pass 2
+    computes the logits of those rows only. Same law as one inverse CDF over the whole pool (the uniforms'
+    positions are unchanged; only float rounding of the masses differs), at about 1 + (share of rows with a
+    draw in a chunk) passes instead of two full float64 ones. Returns ``(indices [B, k], log_probabilities [B,
+    k])``.
     """
-    log_z = log_partition(view)
-    targets = torch.rand(view.rows, k, generator=generator, device=view.device, dtype=torch.float64).sort(dim=1).values
-    chosen = torch.full((view.rows, k), -1, dtype=torch.long, device=view.device)
-    chosen_logit = torch.zeros(view.rows, k, dtype=torch.float64, device=view.device)
-    last_index = torch.full((view.rows,), -1, dtype=torch.long, device=view.device)
-    last_logit = torch.zeros(view.rows, dtype=torch.float64, device=view.device)
-    mass_before = torch.zeros(view.rows, 1, dtype=torch.float64, device=view.device)
-    for start in view.chunks():
-        stop, logits, mask = view.block(start)
+    starts = list(view.chunks())
+    rows = view.rows
+    log_mass = torch.full((rows, len(starts)), float("-inf"), dtype=torch.float64, device=view.device)
+    for c, start in enumerate(starts):
+        _, logits, mask = view.block(start)
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        log_mass[:, c] = torch.logsumexp(logits, dim=1).to(torch.float64)
+    log_z = torch.logsumexp(log_mass, dim=1, keepdim=True)
+    targets = torch.rand(rows, k, generator=generator, device=view.device, dtype=torch.float64).sort(dim=1).values
+    mass = torch.exp(log_mass - log_z)  # [B, chunks], each row sums to 1 up to rounding
+    after = mass.cumsum(dim=1)
+    which = torch.searchsorted(after, targets, right=True)
+    # a uniform above the rounded total belongs to the row's last chunk with any mass
+    last_chunk = (len(starts) - 1) - (mass > 0).flip(1).to(torch.int8).argmax(dim=1, keepdim=True)
+    which = torch.minimum(which, last_chunk)
+    before = (after - mass).gather(1, which)
+    inside = ((targets - before) / mass.gather(1, which)).clamp_(0.0, 1.0)  # the uniform's place in its chunk
+
+    chosen = torch.full((rows, k), -1, dtype=torch.long, device=view.device)
+    chosen_logit = torch.zeros(rows, k, dtype=torch.float64, device=view.device)
+    for c, start in enumerate(starts):
+        here = which == c
+        anchors = torch.nonzero(here.any(dim=1)).flatten()
+        if len(anchors) == 0:
+            continue
+        _, logits, mask = view.rows_block(anchors, start)
         logits = logits.to(torch.float64)
-        probabilities = torch.exp(logits - log_z.unsqueeze(1))
+        probabilities = torch.exp(logits - log_mass[anchors, c : c + 1])
         if mask is not None:
             probabilities = probabilities.masked_fill(~mask, 0.0)
-        cumulative = mass_before + probabilities.cumsum(dim=1)
-        position = torch.searchsorted(cumulative, targets, right=True)
-        inside = (position < stop - start) & (chosen < 0)
-        position = position.clamp(max=stop - start - 1)
-        chosen = torch.where(inside, position + start, chosen)
-        chosen_logit = torch.where(inside, logits.gather(1, position), chosen_logit)
-        # Remember each row's last eligible item: draws lost to rounding at the very end land there.
-        eligible = probabilities > 0
-        has_any = eligible.any(dim=1)
-        last_in_chunk = (stop - start - 1) - eligible.flip(1).to(torch.int8).argmax(dim=1)
-        last_index = torch.where(has_any, last_in_chunk + start, last_index)
-        last_logit = torch.where(has_any, logits.gather(1, last_in_chunk.unsqueeze(1)).squeeze(1), last_logit)
-        mass_before = cumulative[:, -1:]
-    missing = chosen < 0
-    chosen = torch.where(missing, last_index.unsqueeze(1).expand_as(chosen), chosen)
-    chosen_logit = torch.where(missing, last_logit.unsqueeze(1).expand_as(chosen_logit), chosen_logit)
+        cumulative = probabilities.cumsum(dim=1)
+        position = torch.searchsorted(cumulative, inside[anchors].contiguous(), right=True)
+        # rounding at the chunk's end: the last item with any probability
+        last = (logits.shape[1] - 1) - (probabilities > 0).flip(1).to(torch.int8).argmax(dim=1, keepdim=True)
+        position = torch.minimum(position, last)
+        take = here[anchors]
+        picked = anchors.unsqueeze(1).expand_as(take)[take]
+        chosen[picked, take.nonzero()[:, 1]] = position[take] + start
+        chosen_logit[picked, take.nonzero()[:, 1]] = logits.gather(1, position)[take]
     # Shuffle the k draws of each row so positions carry no order.
-    shuffle = torch.rand(view.rows, k, generator=generator, device=view.device).argsort(dim=1)
-    return chosen.gather(1, shuffle), (chosen_logit - log_z.unsqueeze(1)).gather(1, shuffle)
+    shuffle = torch.rand(rows, k, generator=generator, device=view.device).argsort(dim=1)
+    return chosen.gather(1, shuffle), (chosen_logit - log_z).gather(1, shuffle)
 
 
 def ranked_window(view: PoolView, lo: int, hi: int) -> tuple[Tensor, Tensor]:
