@@ -8,7 +8,10 @@ Images ``[B, C, H, W]`` get shifts, rotations, Gaussian noise (clipped to ``[0, 
 Feature vectors ``[B, d]`` (e.g. standardised columns of a table, see :mod:`negkit.data.files`) get Gaussian
 noise (not clipped) and feature dropout; shift, rotation and erase do not apply to vectors and are ignored.
 
-Measured on MNIST-5000 with a 784-256-128 MLP: shifts of ±2 px help, ±4 px hurt.
+Measured on MNIST-5000 with a 784-256-128 MLP and SimCLR, 15 epochs (one seed; random-init encoder kNN 0.899):
+shifts of ±2 px alone end at kNN 0.853, *below* the random encoder they start from; adding ±15° rotation and
+erasing (p 0.5) gives 0.919, and a zoom of up to 1.3× on top 0.930 (linear probe 0.949) — the views of
+``configs/mnist5000.toml``, where every self-supervised strategy ends above its first epoch.
 """
 
 from __future__ import annotations
