@@ -18,7 +18,7 @@ def cosine(u, v):
     return (u * v).sum() / (u.norm() * v.norm())
 
 
-def reference_direction(queries, keys, queued, temperature, in_batch):
+def reference_direction(queries, keys, queued, temperature, in_batch, queued_ids=None, index=None):
     """−log(e^{s(q_i,k_i)/T} / (e^{s(q_i,k_i)/T} + Σ_{j≠i} e^{s(q_i,k_j)/T} + Σ_m e^{s(q_i,u_m)/T})), mean over i;
     an explicit float64 loop (MoCo eq. 1 with the batch's other keys)."""
     total = 0.0
@@ -27,7 +27,11 @@ def reference_direction(queries, keys, queued, temperature, in_batch):
         terms = [positive]
         if in_batch:
             terms += [cosine(queries[i], keys[j]) / temperature for j in range(len(keys)) if j != i]
-        terms += [cosine(queries[i], row.double()) / temperature for row in queued]
+        terms += [
+            cosine(queries[i], row.double()) / temperature
+            for m, row in enumerate(queued)
+            if queued_ids is None or int(queued_ids[m]) != int(index[i])  # exclude_own: not the sample's own key
+        ]
         top = max(float(t.detach()) for t in terms)
         denominator = sum(torch.exp(t - top) for t in terms)
         total = total + (-(positive - top) + torch.log(denominator))
@@ -83,6 +87,36 @@ def test_the_loss_is_infonce_of_queries_against_momentum_keys_and_the_queue(symm
         assert all(p.grad is None for p in strategy.key_encoder.parameters())
         optimizer.step()
     assert int(strategy.key_encoder.steps) == 3 and strategy.epoch_metrics() == {"momentum": 0.9}
+
+
+@pytest.mark.parametrize("in_batch", [True, False])
+def test_exclude_own_removes_the_queued_keys_of_the_anchors_own_samples(in_batch):
+    model, strategy = attached(momentum=0.9, exclude_own=True, in_batch=in_batch, size=8)
+    model.train()
+    index_of = {
+        0: torch.tensor([1, 2, 3, 4, 5, 6]),
+        1: torch.tensor([7, 8, 9, 1, 2, 10]),
+        2: torch.tensor([3, 7, 11, 12, 1, 13]),
+    }
+    for step in range(3):
+        view1, view2, labels, _ = batch(step)
+        index = index_of[step]
+        queued, queued_ids = strategy.queue.embeddings.clone(), strategy.queue.ids.clone()
+        k1, k2 = strategy.encode_keys(view1, view2)
+        z1, z2 = model(torch.cat([view1, view2])).chunk(2)
+        loss = strategy(z1, z2, labels, index)
+        if step == 0:
+            continue
+        expected = 0.5 * (
+            reference_direction(z1, k2, queued, T, in_batch, queued_ids, index)
+            + reference_direction(z2, k1, queued, T, in_batch, queued_ids, index)
+        )
+        torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
+        with_own = 0.5 * (
+            reference_direction(z1, k2, queued, T, in_batch) + reference_direction(z2, k1, queued, T, in_batch)
+        )
+        assert not torch.isclose(loss, with_own)  # MoCo's own loss keeps the sample's old key: a different value
+        assert bool((queued_ids.unsqueeze(0) == index.unsqueeze(1)).any())  # there was an own key to remove
 
 
 def test_keys_come_from_the_ema_of_the_online_encoder():

@@ -18,7 +18,9 @@ from torch import Tensor, nn
 
 from negkit._validation import check_int, normalize_rows
 from negkit.losses import get_loss
+from negkit.losses.functional.core import similarity_logits
 from negkit.losses.functional.logq import logq_in_batch_nce
+from negkit.losses.functional.ranking import info_nce_from_logits
 from negkit.metrics import false_negative_rate, in_batch_false_negative_rate
 from negkit.models.momentum import BN_MODES, MOMENTUM_SCHEDULES, MomentumEncoder
 from negkit.negatives import (
@@ -228,7 +230,9 @@ class MoCo(StrategyLoss):
     keys of the queue (keys of past batches, oldest dropped first) and, with ``in_batch``, the other ``B − 1``
     keys ``k2[j]`` of this batch (MoCo's own first step has an empty queue; with them it already has
     negatives). ``symmetric`` averages it with the same loss for ``z2`` against ``k1`` (MoCo v3's symmetrised
-    loss; the task computes both views anyway). After the loss, ``k2`` is enqueued.
+    loss; the task computes both views anyway). After the loss, ``k2`` is enqueued with its dataset index.
+    ``exclude_own`` removes from anchor i's negatives the queued keys of its own sample (an earlier epoch's key
+    of the same image, which a queue covering much of a small dataset often holds); MoCo keeps them.
 
     The momentum encoder is attached by the task (:meth:`attach_encoder`, a copy of the freshly built model)
     and fed the two views of each batch (:meth:`encode_keys`) before :meth:`forward`. Used on embeddings alone
@@ -248,6 +252,7 @@ class MoCo(StrategyLoss):
         bn: str = "batch",
         symmetric: bool = True,
         in_batch: bool = True,
+        exclude_own: bool = False,
     ) -> None:
         super().__init__()
         self.size, self.temperature = check_int("size", size, low=1), temperature
@@ -258,7 +263,7 @@ class MoCo(StrategyLoss):
         if bn not in BN_MODES:
             raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
         self.momentum, self.momentum_schedule, self.bn = float(momentum), momentum_schedule, bn
-        self.symmetric, self.in_batch = bool(symmetric), bool(in_batch)
+        self.symmetric, self.in_batch, self.exclude_own = bool(symmetric), bool(in_batch), bool(exclude_own)
         self.loss = _INFO_NCE.create(temperature=temperature, in_batch_negatives=self.in_batch)
         self.queue: Queue | None = None
         self.key_encoder: MomentumEncoder | None = None
@@ -300,11 +305,23 @@ class MoCo(StrategyLoss):
         if not self.in_batch and negatives is None:  # no negative at all: a zero loss connected to the queries
             loss = 0.0 * (z1.sum() + z2.sum())
         else:
-            loss = self.loss(z1, k2.to(z1.dtype), negatives)
+            loss = self._direction(z1, k2.to(z1.dtype), negatives, index)
             if self.symmetric:
-                loss = 0.5 * (loss + self.loss(z2, k1.to(z2.dtype), negatives))
+                loss = 0.5 * (loss + self._direction(z2, k1.to(z2.dtype), negatives, index))
         self.queue.enqueue(k2.detach(), labels, index)
         return loss
+
+    def _direction(self, queries: Tensor, keys: Tensor, queued: Tensor | None, index: Tensor) -> Tensor:
+        """InfoNCE of ``queries`` with positive ``keys`` against the other keys (``in_batch``) and ``queued``."""
+        if not self.exclude_own or queued is None:
+            return self.loss(queries, keys, queued)
+        batch = queries.shape[0]
+        logits = similarity_logits(queries, torch.cat([keys, queued]), self.temperature, names="queries, keys")
+        others = ~torch.eye(batch, dtype=torch.bool, device=logits.device)
+        in_batch = others if self.in_batch else torch.zeros_like(others)
+        not_own = self.queue.ids.to(logits.device).unsqueeze(0) != index.to(logits.device).unsqueeze(1)
+        mask = torch.cat([in_batch, not_own], dim=1)
+        return info_nce_from_logits(logits[:, :batch].diagonal().unsqueeze(1), logits, negative_mask=mask)
 
     def false_negative_rate(self, labels: Tensor) -> float:
         return self._last_fnr
