@@ -123,8 +123,9 @@ def test_tiled_sup_con_equals_plain(N, classes, chunk, seed):
 def test_the_automatic_path_and_tile_width():
     # small logits: the plain path; beyond AUTO_TILE_LOGITS wide tiles for d <= AUTO_TILE_MAX_DIM
     assert nce.auto_chunk(1024, 1024, 128) is None
+    assert nce.auto_chunk(2048, 2048, 128) is None
     assert nce.auto_chunk(4096, 4096, 128) == nce.AUTO_CHUNK >= 1024  # never the narrow tiles that stall
-    assert nce.auto_chunk(8192, 300, 128) == 300  # one tile when the columns are fewer than a tile
+    assert nce.auto_chunk(16384, 300, 128) == 300  # one tile when the columns are fewer than a tile
     # large d: the extra product of the tiles' backward costs more than the memory saved, until memory rules
     assert nce.auto_chunk(4096, 4096, 768) is None
     assert nce.auto_chunk(16384, 16384, 768) == nce.AUTO_CHUNK

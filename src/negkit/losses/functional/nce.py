@@ -170,10 +170,12 @@ def info_nce(
 
 # ---------------------------------------------------------------------------------------- path and tile choice
 
-#: Without ``chunk_size``, on a CPU, the logits of one direction are tiled beyond this many entries (8 MB in
-#: float32): past it the plain path's ``[B, N]`` matrix leaves the caches and its ~10 passes over memory (product,
-#: softmax, its backward, the transposed copy when symmetric) cost more than recomputing the tiles.
-AUTO_TILE_LOGITS = 1 << 21
+#: Without ``chunk_size``, on a CPU, the logits of one direction are tiled beyond this many entries (16 MB in
+#: float32, half the last-level cache of the machine measured): past it the plain path's ``[B, N]`` matrix leaves
+#: the caches and its ~10 passes over memory (product, softmax, its backward, the transposed copy when symmetric)
+#: cost more than recomputing the tiles; below it the two paths measured alike, and the plain one has fewer
+#: parallel regions for a busy core to stall.
+AUTO_TILE_LOGITS = 1 << 22
 #: ... for feature dimensions up to this: the tiles' backward recomputes each tile's product (4 products of
 #: ``2·B·N·d`` FLOPs instead of 3), and beyond it the extra product costs more than the memory traffic saved.
 AUTO_TILE_MAX_DIM = 256
