@@ -11,8 +11,9 @@ from pathlib import Path
 from evidence.document import run_or_reuse
 
 METHODS = ("simclr", "queue", "moco", "moco:bn=running")
-#: digits (1437 training samples, 44 steps an epoch): a faster key encoder, and a queue of a sixth of an epoch
-ABLATIONS = ("moco:momentum=0.9", "moco:size=256")
+#: digits (1437 training samples, 44 steps an epoch): a faster key encoder, a queue of a sixth of an epoch, and
+#: the default queue without the anchor's own sample's key (a queue of 1024 holds most of the last epoch)
+ABLATIONS = ("moco:momentum=0.9", "moco:size=256", "moco:exclude_own=true")
 BATCH = 32
 DESCRIPTIONS = {
     "simclr": "InfoNCE with in-batch negatives, both directions",
@@ -22,6 +23,8 @@ DESCRIPTIONS = {
     "moco:bn=running": "the same, key encoder in eval mode with running statistics EMA'd from the online encoder",
     "moco:momentum=0.9": "`moco` with m = 0.9 (digits only)",
     "moco:size=256": "`moco` with a queue of 256 keys (digits only)",
+    "moco:exclude_own=true": "`moco` whose queued key of the anchor's own sample (from the previous epoch) is not a "
+    "negative (digits only)",
 }
 
 
