@@ -234,3 +234,17 @@ def test_the_contrastive_task_trains_moco_with_a_momentum_encoder_and_resumes(tm
     trained = {id(p) for p in trainee.parameters}
     assert not any(id(p) in trained for p in strategy.key_encoder.parameters())
     assert {id(p) for p in trainee.model.parameters()} <= trained
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("exclude_own", [False, True])
+def test_finite_at_a_small_temperature_in_low_precision(dtype, exclude_own):
+    strategy = create_strategy("moco", size=16, temperature=0.01, exclude_own=exclude_own)
+    strategy.bind(50, 8)
+    generator = torch.Generator().manual_seed(0)
+    for step in range(3):
+        z1 = torch.randn(8, 8, generator=generator).to(dtype).requires_grad_()
+        z2 = torch.randn(8, 8, generator=generator).to(dtype).requires_grad_()
+        loss = strategy(z1, z2, torch.arange(8) % 2, torch.arange(8) + 4 * step)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(z1.grad).all() and torch.isfinite(z2.grad).all()
