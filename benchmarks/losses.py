@@ -1,7 +1,7 @@
 """negkit's contrastive losses against the peers users would otherwise pick, each row against the machine's limit.
 
 First cell: the machine probe (``harness.probe_cell``: matmul GFLOP/s at this suite's shapes, exp/s, copy GB/s).
-Then one forward + backward step of each method on B pairs (``--sizes``, default 1024, 4096, 16384), d = 128,
+Then one forward + backward step of each method on B pairs (``--sizes``, default 256, 1024, 4096, 16384), d = 128,
 float32, cosine similarity, T = 0.1, each (method, B) in a fresh process:
 
 * ``plain`` — ``F.cross_entropy(normalize(q) @ normalize(k).T / T, arange(B))`` in plain torch;
@@ -14,7 +14,7 @@ float32, cosine similarity, T = 0.1, each (method, B) in a fresh process:
 * ``negkit_siglip`` / ``open_clip_siglip`` — negkit's ``siglip`` and open_clip's ``SigLipLoss`` (t = 10, b = −10;
   the sigmoid loss, a different objective: timed beside each other);
 * ``pml_ntxent`` — pytorch-metric-learning's ``NTXentLoss`` over the 2B rows (labels = pair ids; its logits are
-  2B × 2B and it enumerates pair tuples: run up to 1,024 pairs);
+  2B × 2B and it enumerates pair tuples, time ~B³: run up to 256 pairs);
 * ``st_mnrl`` / ``st_cached_mnrl`` — sentence-transformers' ``MultipleNegativesRankingLoss`` (``scale = 1/T``)
   and ``CachedMultipleNegativesRankingLoss`` (mini-batches of 32 rows) on the embeddings (the loss only: no model).
 
@@ -44,9 +44,11 @@ INFONCE = ("plain", "negkit", "negkit_tiled", "st_mnrl", "st_cached_mnrl", "pml_
 SYMMETRIC = ("plain_symmetric", "negkit_symmetric", "negkit_symmetric_tiled", "open_clip_clip")
 SIGLIP = ("negkit_siglip", "open_clip_siglip")
 METHODS = INFONCE + SYMMETRIC + SIGLIP
+#: the methods that run at every size (``--all-up-to`` leaves the others out above it)
+CORE = ("plain", "negkit", "negkit_tiled", "plain_symmetric", "negkit_symmetric", "open_clip_clip", "st_mnrl")
 BUSY = ("plain", "negkit", "negkit_tiled", "plain_symmetric", "negkit_symmetric")
 TILED = ("negkit_tiled", "negkit_symmetric_tiled")
-PML_MAX_PAIRS = 1024
+PML_MAX_PAIRS = 256  # measured: 128 pairs 0.55 s, 256 4.8 s, 512 44 s (1 thread): cubic
 ST_MINI_BATCH = 32
 
 
@@ -63,17 +65,23 @@ def _names(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse._ArgumentGroup) -> None:
-    parser.add_argument("--sizes", type=_ints, default=None, help="B = N (default 1024,4096,16384; quick 256)")
+    parser.add_argument("--sizes", type=_ints, default=None, help="B = N (default 256,1024,4096,16384; quick 256)")
     parser.add_argument("--methods", type=_names, default=list(METHODS), help="comma-separated subset")
     parser.add_argument("--huge", type=_ints, default=None, help="tiled-only sizes (default 65536; quick none)")
     parser.add_argument("--busy", type=_ints, default=None, help="sizes with a busy core beside (4096; quick none)")
+    parser.add_argument(
+        "--all-up-to",
+        type=int,
+        default=None,
+        help="above this B only the core methods run (plain, negkit, open_clip ClipLoss...; default: all sizes)",
+    )
     parser.add_argument("--chunk", type=int, default=128, help="negkit tile width for the *_tiled methods (128)")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per cell (3; quick 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the GPU script passes cuda)")
 
 
 def plan(args: argparse.Namespace) -> list[Cell]:
-    sizes = args.sizes or ([256] if args.quick else [1024, 4096, 16384])
+    sizes = args.sizes or ([256] if args.quick else [256, 1024, 4096, 16384])
     huge = args.huge if args.huge is not None else ([] if args.quick else [65536])
     busy = args.busy if args.busy is not None else ([] if args.quick else [4096])
     repeats = args.repeats or (1 if args.quick else 3)
@@ -81,9 +89,13 @@ def plan(args: argparse.Namespace) -> list[Cell]:
     cells = [harness.probe_plan(_probe_shapes(sizes, args.chunk), device=args.device)]
     for b in sizes:
         for m in args.methods:
+            if args.all_up_to is not None and b > args.all_up_to and m not in CORE:
+                continue
             skip = None
             if m == "pml_ntxent" and b > PML_MAX_PAIRS:
-                skip = f"NTXentLoss enumerates pair tuples (~8B³ memory): run up to {PML_MAX_PAIRS:,} pairs"
+                skip = (
+                    f"NTXentLoss enumerates pair tuples (time ~B³, 44 s at 512 pairs): run up to {PML_MAX_PAIRS} pairs"
+                )
             params = {"method": m, "size": b, "repeats": repeats, "warmup": 1, "busy": False, **common}
             cells.append(Cell("loss_cell", params, f"{m} B={b:,}", skip=skip))
     for b in huge:
