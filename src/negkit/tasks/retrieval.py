@@ -549,23 +549,32 @@ def how_many_section(metrics: dict[str, Any]) -> str:
     """How many negatives to mine: :func:`negkit.negatives.optimal_k` (negkit's ``all_clean`` model) from each
     mining strategy's measured false-negative rate ``ρ`` and the zero-shot ranking quality ``q``."""
     q = metrics["baselines"]["zero-shot"].get("q")
-    rows = []
+    if q is None or not 0.0 < q < 1.0:
+        return ""
+    rows, rates = [], []
     for name, values in metrics["strategies"].items():
-        rho = values.get("false_negative_rate") or 0.0
         spec = get_strategy(parse_strategy_entry(name)[0], task="retrieval")
         k = values.get("params", {}).get("k", spec.defaults().get("k"))
-        if k is None or q is None or not 0.0 < q < 1.0:
+        if k is None:
             continue  # in-batch: no mined column to size
-        recommended = optimal_k(min(rho, 0.999), q, k_max=256)
-        rows.append(f"| {name} | {k} | {rho:.4f} | {recommended} |")
+        rho = values.get("false_negative_rate") or 0.0
+        rates.append(rho)
+        rows.append(f"| {name} | {k} | {rho:.4f} | {optimal_k(min(rho, 0.999), q, k_max=256)} |")
     if not rows:
         return ""
+    note = (
+        " No mined or MCMC negative was a known false negative here (the pairs give every relevant document of a "
+        "query, e.g. one plot per review on Rotten Tomatoes), so the model's answer is the cap: on this data more "
+        "mined negatives should help, at a cost linear in K (the train seconds above)."
+        if not any(rates)
+        else ""
+    )
     return (
         "## How many negatives\n\n"
         f"Zero-shot ranking quality q = {q:.4f} (share of training queries' random non-relevant documents scored "
         "below the positive). From each strategy's measured false-negative rate ρ, negkit's model "
         "(`negkit.negatives.optimal_k`, `all_clean`: a query teaches when all its K negatives are true negatives "
         "and one outranks the positive) recommends K* negatives per query; ρ = 0 (no false negative seen) gives "
-        "the cap, 256. `negkit optimal-k` computes it for other ρ and q.\n\n"
+        f"the cap, 256.{note} `negkit optimal-k` computes it for other ρ and q.\n\n"
         "| strategy | K used | ρ measured | K* recommended |\n|---|---|---|---|\n" + "\n".join(rows)
     )
