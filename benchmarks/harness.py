@@ -619,6 +619,14 @@ def render(suite: ModuleType, doc: dict[str, Any]) -> str:
             f"Load average (1 min) before the cells: {min(loads):.2f}–{max(loads):.2f}; cores used by other "
             f"processes during the cells: median {statistics.median(foreign):.2f}, max {max(foreign):.2f}.",
         ]
+        if statistics.median(foreign) > cfg["idle_threshold"]:
+            lines += [
+                "",
+                f"**A shared machine:** other jobs kept a median {statistics.median(foreign):.2f} of the "
+                f"{info['cpu_affinity']} cores busy during this run (load average up to {max(loads):.1f}), so the "
+                "times are inflated and noisy; the machine probe measured its limits under the same load, and the "
+                "ratios within one table (same run, same load) are the figures to read.",
+            ]
     if any(r.get("contended") for r in cells):
         lines += [
             "",
