@@ -305,3 +305,22 @@ def test_an_nn_parameter_temperature_still_works_on_the_tiled_path():
     t_tiled = nn.Parameter(torch.tensor(0.3, dtype=torch.float64))
     info_nce(z1, z2, temperature=t_tiled, chunk_size=2).backward()
     torch.testing.assert_close(t.grad, t_tiled.grad)
+
+
+@pytest.mark.parametrize("loss", ["info_nce", "symmetric_info_nce", "decoupled_softmax", "mw_auc"])
+def test_negkit_loss_learns_a_logit_scale(loss):
+    from negkit.integrations.sentence_transformers import NegkitLoss
+
+    adapter = NegkitLoss(nn.Identity(), loss, temperature=0.1, learnable_temperature=True).double()
+    assert isinstance(adapter.temperature, LogitScale)
+    assert "temperature.log_scale" in adapter.state_dict()
+    columns = [z1, z2, randn(30, B, D)]
+    adapter.compute_loss_from_embeddings(columns).backward()
+    grad = adapter.temperature.log_scale.grad
+    assert grad is not None and grad.abs() > 0
+    assert adapter.get_config_dict()["temperature"] == pytest.approx(0.1)
+    fixed = NegkitLoss(nn.Identity(), loss, temperature=0.1)
+    torch.testing.assert_close(
+        NegkitLoss(nn.Identity(), loss, temperature=LogitScale(0.1).double()).compute_loss_from_embeddings(columns),
+        fixed.compute_loss_from_embeddings(columns),
+    )

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from negkit._optional import require
 from negkit._validation import check_finite, check_similarity, check_tensor, count_skipped, fast_checks
 from negkit.losses.functional import similarity_logits
-from negkit.losses.modules import module_temperature
+from negkit.losses.modules import LogitScale, module_temperature, resolve_temperature
 from negkit.losses.registry import LossSpec, get_loss, list_losses
 
 if TYPE_CHECKING:
@@ -130,9 +130,13 @@ class NegkitLoss(nn.Module):
             ``MultipleNegativesRankingLoss``'s default: pass ``temperature=0.05`` for parity). ``None``: the named
             loss's registry default (``info_nce`` 0.1, ``decoupled_softmax`` 0.05); for ``mw_auc`` and callables,
             which have no temperature of their own here, ``info_nce``'s. A learnable temperature (an
-            ``nn.Parameter``, or a tensor with ``requires_grad``) is kept as given and receives a gradient.
+            ``nn.Parameter``, or a tensor with ``requires_grad``) is kept as given and receives a gradient, and so
+            is a :class:`~negkit.losses.LogitScale` (registered: in ``parameters()`` and the ``state_dict``).
         symmetric: also average in the positive → anchors direction (see above). ``None``: the named loss's
             registry default (``True`` for ``symmetric_info_nce``, else ``False``).
+        learnable_temperature: learn the temperature as CLIP does: the adapter owns a
+            :class:`~negkit.losses.LogitScale` started at ``temperature`` (``log(1/T)``, scale clamped to ≤ 100),
+            which the trainer's optimiser updates with the model (it is in ``parameters()``).
         use_labels: use the trainer's labels to mask same-label in-batch candidates (the InfoNCE forms or a
             callable; the callable receives ``labels=``).
         **loss_kwargs: further options of the loss. ``"info_nce"``: ``similarity`` (``"cosine"`` | ``"dot"``),
@@ -153,9 +157,10 @@ class NegkitLoss(nn.Module):
         model: SentenceTransformer | nn.Module,
         loss: str | Callable[..., Tensor] = "info_nce",
         *,
-        temperature: float | None = None,
+        temperature: float | Tensor | LogitScale | None = None,
         symmetric: bool | None = None,
         use_labels: bool = False,
+        learnable_temperature: bool = False,
         **loss_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -184,6 +189,8 @@ class NegkitLoss(nn.Module):
                 f"NegkitLoss: temperature must be a finite number > 0 (sentence-transformers' scale = "
                 f"1 / temperature), got {temperature!r}"
             ) from None
+        if learnable_temperature:  # a LogitScale of its own (its bounds raise their own errors)
+            self.temperature = module_temperature(temperature, learnable=True)
         self.symmetric = bool(defaults.get("symmetric", False) if symmetric is None else symmetric)
         if self._spec is not None:
             name = self.loss_name
@@ -266,7 +273,8 @@ class NegkitLoss(nn.Module):
         if self._loss_fn is not None:
             if self.use_labels:
                 options["labels"] = labels
-            return self._loss_fn(queries, documents, shared, temperature=self.temperature, **options)
+            temperature = resolve_temperature(self.temperature)
+            return self._loss_fn(queries, documents, shared, temperature=temperature, **options)
         function = self._spec.function
         if self.loss_name in _INFO_NCE_FORMS:
             in_batch = options.pop("in_batch_negatives", True)
@@ -278,7 +286,7 @@ class NegkitLoss(nn.Module):
                 queries,
                 documents,
                 shared if in_batch else hard,
-                temperature=self.temperature,
+                temperature=resolve_temperature(self.temperature),
                 labels=labels,
                 in_batch_negatives=in_batch,
                 symmetric=symmetric,
@@ -287,10 +295,11 @@ class NegkitLoss(nn.Module):
         items = documents if shared is None else torch.cat([documents, shared])  # [B + B·K, d]
         relevance = torch.eye(batch, items.shape[0], dtype=torch.bool, device=queries.device)
         if self.loss_name == "decoupled_softmax":
-            return function(queries, items, relevance, temperature=self.temperature, **options)
+            return function(queries, items, relevance, temperature=resolve_temperature(self.temperature), **options)
         check_tensor("queries", queries, 2)
         check_tensor("items", items, 2)
-        scores = similarity_logits(queries, items, self.temperature, options.pop("similarity", "cosine"))
+        temperature = resolve_temperature(self.temperature)
+        scores = similarity_logits(queries, items, temperature, options.pop("similarity", "cosine"))
         return function(scores, relevance, **options)  # mw_auc
 
     def get_config_dict(self) -> dict[str, Any]:
@@ -312,7 +321,8 @@ class NegkitLoss(nn.Module):
         return ", ".join(f"{key}={value!r}" for key, value in self.get_config_dict().items())
 
 
-def _value(temperature: float | Tensor) -> float:
+def _value(temperature: float | Tensor | LogitScale) -> float:
+    temperature = resolve_temperature(temperature)
     return float(temperature.detach()) if isinstance(temperature, Tensor) else float(temperature)
 
 
