@@ -170,3 +170,14 @@ def test_random_init_baseline_is_the_encoder_every_strategy_starts_from(tmp_path
     for name, values in metrics["strategies"].items():
         gain = values["knn_acc"] - metrics["baselines"]["random-init"]["knn_acc"]
         assert f"| {name} |" in learning and f"{gain:+.4f} |" in learning
+
+
+def test_train_threads_apply_during_the_run_and_are_restored(tmp_path, tiny_config):
+    seen = []
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    config = tiny_config.model_copy(update={"train": tiny_config.train.model_copy(update={"threads": wanted})})
+    run_experiment(
+        *prepare_run_dir(tmp_path / "run", config), on_epoch_end=lambda r: seen.append(torch.get_num_threads())
+    )
+    assert seen and set(seen) == {wanted} and torch.get_num_threads() == before

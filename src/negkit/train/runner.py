@@ -27,6 +27,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from negkit.distributed import init_from_env, on_main
 from negkit.io import read_json, write_json, write_text
 from negkit.strategies import get_strategy, parse_strategy_entry
@@ -188,10 +190,16 @@ def run_experiment(
     started = time.perf_counter()
     task = get_task(config.task)(config)
     task.load()
-    baselines = on_main(partial(_baselines, task, paths.root / "results" / "_baselines.json"))
-    strategies = run_strategies(
-        paths, config, lambda entry: train_one(task, entry, paths, on_epoch_end=on_epoch_end), on_strategy_start
-    )
+    threads = torch.get_num_threads()
+    if config.train.threads is not None:
+        torch.set_num_threads(config.train.threads)
+    try:
+        baselines = on_main(partial(_baselines, task, paths.root / "results" / "_baselines.json"))
+        strategies = run_strategies(
+            paths, config, lambda entry: train_one(task, entry, paths, on_epoch_end=on_epoch_end), on_strategy_start
+        )
+    finally:
+        torch.set_num_threads(threads)
     metrics = {
         "task": config.task,
         "dataset": task.dataset_name,
