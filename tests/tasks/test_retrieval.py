@@ -84,6 +84,21 @@ def test_multi_positive_losses_count_every_relevant_candidate(batch):
         assert math.isclose(float(value), sum(expected) / 4, rel_tol=1e-12), loss
 
 
+def test_soft_top_k_strategy_treats_every_relevant_candidate_as_a_positive(batch):
+    from negkit.losses import soft_top_k
+
+    queries, candidates, positive_column, relevant = batch
+    value = retrieval_loss(
+        strategy("in-batch", loss="soft_top_k", temperature=0.1), queries, candidates, positive_column, relevant
+    )
+    expected = soft_top_k(queries.double(), candidates.double(), relevant, temperature=0.1)
+    assert math.isclose(float(value), float(expected), rel_tol=1e-6)
+    only_drawn = torch.zeros_like(relevant)
+    only_drawn[torch.arange(len(positive_column)), positive_column] = True
+    assert not torch.equal(only_drawn, relevant)  # the fixture has second relevant candidates: they count too
+    assert not math.isclose(float(value), float(soft_top_k(queries, candidates, only_drawn, temperature=0.1)))
+
+
 def test_gradients_of_every_loss_pass_gradcheck(batch):
     queries, candidates, positive_column, relevant = batch
     for loss in ("info_nce", "symmetric", "decoupled_softmax", "mw_auc"):

@@ -39,7 +39,7 @@ from negkit.data.text import (
     load_retrieval_dataset,
     retrieval_loader,
 )
-from negkit.losses import decoupled_softmax, get_loss, mw_auc
+from negkit.losses import decoupled_softmax, get_loss, mw_auc, soft_top_k
 from negkit.losses.functional.core import similarity_logits
 from negkit.losses.functional.ranking import relevance_masked_info_nce
 from negkit.metrics import query_document_metrics
@@ -50,8 +50,12 @@ from negkit.strategies import create_strategy, get_strategy, parse_strategy_entr
 from negkit.tasks.base import Column, StepResult, Strict, Task, Trainee, register_task
 
 #: canonical loss names (negkit.losses.get_loss) a retrieval strategy can train with
-LOSSES = ("info_nce", "symmetric_info_nce", "decoupled_softmax", "mw_auc")
-MULTI_POSITIVE_LOSSES = ("decoupled_softmax", "mw_auc")  # every relevant document in the batch is a positive
+LOSSES = ("info_nce", "symmetric_info_nce", "decoupled_softmax", "mw_auc", "soft_top_k")
+MULTI_POSITIVE_LOSSES = (
+    "decoupled_softmax",
+    "mw_auc",
+    "soft_top_k",
+)  # every relevant document in the batch is a positive
 EVAL_KS = (1, 10)
 
 
@@ -69,7 +73,8 @@ class RetrievalStrategy:
 
     ``loss``: ``info_nce`` (query → document), ``symmetric_info_nce`` (mean of query → document and document →
     query over the batch), ``decoupled_softmax`` (each relevant document competes only with non-relevant ones;
-    DEXML), ``mw_auc`` (Mann–Whitney pairs of relevant vs non-relevant scores ``cos / temperature``); any alias
+    DEXML), ``soft_top_k`` (DEXML's soft top-k with k = 5, α = 2: relevant documents pushed above a per-query
+    threshold), ``mw_auc`` (Mann–Whitney pairs of relevant vs non-relevant scores ``cos / temperature``); any alias
     of those names works. Mining never uses relevance beyond the training pair's own document: the share of mined
     documents that are in fact relevant (known false negatives) is measured and reported.
     """
@@ -103,6 +108,8 @@ class RetrievalStrategy:
         loss, temperature = self.loss_name, self.temperature
         if loss == "decoupled_softmax":
             return decoupled_softmax(queries, candidates, relevant, temperature=temperature)
+        if loss == "soft_top_k":  # DEXML's defaults (k = 5, alpha = 2) on the candidates
+            return soft_top_k(queries, candidates, relevant, temperature=temperature)
         if loss == "mw_auc":
             return mw_auc(similarity_logits(queries, candidates, temperature), relevant)
         return relevance_masked_info_nce(
