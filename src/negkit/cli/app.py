@@ -122,7 +122,8 @@ def _print_summary(metrics: dict[str, Any], columns: tuple[Any, ...]) -> None:
         table.add_column(column.title, justify="right")
     for name, values in {**metrics["baselines"], **metrics["strategies"]}.items():
         table.add_row(name, *(column.cell(values) for column in columns))
-    console.print(table)
+    # a log file (no terminal, 80 columns by default) gets whole names and numbers, not "0.9…"
+    (console if console.is_terminal else Console(width=200)).print(table)
 
 
 @app.command()
