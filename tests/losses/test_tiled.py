@@ -124,11 +124,16 @@ def test_the_automatic_path_and_tile_width():
     # small logits: the plain path; beyond AUTO_TILE_LOGITS wide tiles for d <= AUTO_TILE_MAX_DIM
     assert nce.auto_chunk(1024, 1024, 128) is None
     assert nce.auto_chunk(2048, 2048, 128) is None
-    assert nce.auto_chunk(4096, 4096, 128) == nce.AUTO_CHUNK >= 1024  # never the narrow tiles that stall
+    assert nce.auto_chunk(4096, 4096, 128, threads=1) == nce.AUTO_CHUNK >= 1024  # never the narrow tiles that stall
+    # more threads: wider tiles (fewer parallel regions), within the per-tile bound
+    assert nce.auto_chunk(4096, 4096, 128, threads=2) == 2 * nce.AUTO_CHUNK
+    assert nce.auto_chunk(4096, 8192, 128, threads=16) == 4 * nce.AUTO_CHUNK
+    assert nce.auto_chunk(65536, 65536, 128, threads=4) == nce.AUTO_CHUNK  # 64k rows: the tile's bound
+    assert nce.auto_chunk(4096, 4096, 128) == nce.auto_chunk(4096, 4096, 128, threads=torch.get_num_threads())
     assert nce.auto_chunk(16384, 300, 128) == 300  # one tile when the columns are fewer than a tile
     # large d: the extra product of the tiles' backward costs more than the memory saved, until memory rules
     assert nce.auto_chunk(4096, 4096, 768) is None
-    assert nce.auto_chunk(16384, 16384, 768) == nce.AUTO_CHUNK
+    assert nce.auto_chunk(16384, 16384, 768, threads=1) == nce.AUTO_CHUNK
     # accelerators: tiles for memory only
     assert nce.auto_chunk(4096, 4096, 128, device="cuda") is None
     assert nce.auto_chunk(16384, 16384, 128, device="cuda") == nce.AUTO_CHUNK_DEVICE

@@ -181,10 +181,14 @@ AUTO_TILE_LOGITS = 1 << 22
 AUTO_TILE_MAX_DIM = 256
 #: Beyond this many logits (256 MB in float32) the denominator is tiled whatever ``d`` and the device: memory.
 AUTO_TILE_MEMORY_LOGITS = 1 << 26
-#: The tile width (columns) of the automatic choice on a CPU: wide enough that a core busy with another process
-#: stalls few parallel regions (128-column tiles ran 5.7× slower than plain torch with one core busy), narrow
-#: enough that a tile of B = 4,096 rows (16 MB) stays near the caches.
+#: The tile width (columns) of the automatic choice on a CPU, per thread (up to 4 threads): wide enough that a core
+#: busy with another process stalls few parallel regions (128-column tiles ran 5.7× slower than plain torch with
+#: one core busy; on 2 threads of a loaded machine 512-column tiles took 2.0×, 1,024 1.5×, 2,048 1.2×, 4,096
+#: 0.9× plain torch's time at B = 4,096), narrow enough on one thread to stay near the caches (there 512–1,024
+#: columns were the fastest).
 AUTO_CHUNK = 1024
+#: A tile holds at most this many logits (64 MB in float32) unless that would make it narrower than AUTO_CHUNK.
+AUTO_TILE_MAX_ENTRIES = 1 << 24
 #: The tile width on an accelerator (where tiles are used for memory only).
 AUTO_CHUNK_DEVICE = 8192
 
@@ -200,16 +204,19 @@ def auto_chunk(
     ``dim ≤ AUTO_TILE_MAX_DIM`` (faster than plain torch there, and than open_clip's ``ClipLoss`` when symmetric,
     at a fraction of the memory); with larger ``dim``, the plain path until ``AUTO_TILE_MEMORY_LOGITS``. On other
     devices tiles are chosen for memory only (beyond ``AUTO_TILE_MEMORY_LOGITS``, ``AUTO_CHUNK_DEVICE`` columns; not
-    measured here). ``threads`` (default ``torch.get_num_threads()``) is accepted so that the rule can depend on it;
-    on the machine measured it did not move the choice.
+    measured here). The CPU tile width grows with the threads (``threads``, default ``torch.get_num_threads()``):
+    ``AUTO_CHUNK × min(threads, 4)`` columns, fewer parallel regions for a busy core to stall, but no more than
+    ``AUTO_TILE_MAX_ENTRIES`` logits per tile (never below ``AUTO_CHUNK`` columns).
     """
-    del threads
     logits = rows * columns
     if device is not None and torch.device(device).type != "cpu":
         return min(AUTO_CHUNK_DEVICE, max(columns, 1)) if logits > AUTO_TILE_MEMORY_LOGITS else None
     if logits <= AUTO_TILE_LOGITS or (dim > AUTO_TILE_MAX_DIM and logits <= AUTO_TILE_MEMORY_LOGITS):
         return None
-    return min(AUTO_CHUNK, max(columns, 1))
+    threads = torch.get_num_threads() if threads is None else threads
+    width = AUTO_CHUNK * min(max(int(threads), 1), 4)
+    width = min(width, max(AUTO_CHUNK, AUTO_TILE_MAX_ENTRIES // max(rows, 1)))
+    return min(width, max(columns, 1))
 
 
 # ------------------------------------------------------------------------------------------------ the two paths
