@@ -89,6 +89,10 @@ def run(
             metrics = run_experiment(paths, settings, on_epoch_end=on_epoch, on_strategy_start=on_start)
         except (DatasetUnavailableError, DataFileError, RunDirError, ImportError, FileNotFoundError) as error:
             _fail(str(error))
+    from negkit.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun, rank 0 writes the report and prints the summary
+        return
     try:
         report = write_report(paths.root)
     except RunDirError as error:
