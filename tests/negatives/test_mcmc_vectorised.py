@@ -91,6 +91,9 @@ def test_cosines_match_float64_and_odd_rows_follow_normalize_rows():
     expected = torch.einsum("bd,btd->bt", anchors.double(), direction[proposal])
     assert torch.allclose(got.double(), expected, atol=1e-6)
     assert bool((got[:, 0] == 0).all())
+    # the torch path (any pool but a float32 CPU one; here float64) computes the same cosines
+    through_torch = mcmc._cosines(anchors, pool.double(), proposal)
+    assert torch.allclose(through_torch.double(), expected, atol=1e-6) and bool((through_torch[:, 0] == 0).all())
 
 
 def test_blocks_of_chains_do_not_change_the_result(monkeypatch):

@@ -26,38 +26,48 @@ _BLOCK_ELEMENTS = 1 << 18
 
 def _cosines(anchors: Tensor, pool: Tensor, proposal: Tensor) -> Tensor:
     """``[b, T]`` cosine of unit ``anchors [b, d]`` and the pool rows ``proposal [b, T]``, as ``(a · x) / ‖x‖``; rows
-    whose norm is not a plain positive float (zero, tiny, overflowing, NaN) go through :func:`normalize_rows`."""
-    rows = pool.index_select(0, proposal.reshape(-1).to(pool.device)).view(*proposal.shape, pool.shape[1]).float()
-    norms = torch.linalg.vector_norm(rows, dim=2)
-    cosine = torch.linalg.vecdot(rows, anchors.unsqueeze(1)) / norms
+    whose norm is not a plain positive float (zero, tiny, overflowing, NaN) go through :func:`normalize_rows`.
+
+    A float32 pool on the CPU is read with NumPy (``take`` and ``einsum``: single-threaded loops over a small
+    block): torch would open a parallel region per operation, and each waits for a descheduled thread when
+    another job keeps a core busy.
+    """
+    if pool.device.type == "cpu" and pool.dtype == torch.float32 and not pool.requires_grad:
+        block = np.take(pool.numpy(), proposal.reshape(-1).numpy(), axis=0).reshape(*proposal.shape, pool.shape[1])
+        unit = anchors.detach().numpy()
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            norms_np = np.sqrt(np.einsum("btd,btd->bt", block, block))
+            cosine = torch.from_numpy(np.einsum("btd,bd->bt", block, unit) / norms_np)
+        rows, norms = torch.from_numpy(block), torch.from_numpy(norms_np)
+    else:
+        rows = pool.index_select(0, proposal.reshape(-1).to(pool.device)).view(*proposal.shape, pool.shape[1])
+        rows = rows.float()
+        norms = torch.linalg.vector_norm(rows, dim=2)
+        cosine = torch.linalg.vecdot(rows, anchors.unsqueeze(1)) / norms
     odd = ~(norms >= 1e-12) | torch.isinf(norms)
     if bool(odd.any()):
-        unit = normalize_rows(rows[odd], dim=1)
-        cosine[odd] = (unit * anchors.unsqueeze(1).expand_as(rows)[odd]).sum(dim=1)
+        unit_rows = normalize_rows(rows[odd], dim=1)
+        cosine[odd] = (unit_rows * anchors.unsqueeze(1).expand_as(rows)[odd]).sum(dim=1)
     return cosine
 
 
-def _metropolis_hastings(log_uniform: Tensor, log_proposal: Tensor, log_target: Tensor) -> tuple[Tensor, Tensor]:
+def _metropolis_hastings(
+    log_uniform: np.ndarray, log_proposal: np.ndarray, log_target: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The accept/reject recurrence of independence Metropolis–Hastings chains, step by step over ``[B]`` vectors.
 
     Step t accepts when ``log_uniform[:, t] < log_proposal[:, t] − log_target`` (the current state's log-target),
     which then becomes ``log_proposal[:, t]``. Returns the final log-targets ``[B]`` and the accepted steps
-    ``[B, T]`` (bool). On the CPU the loop runs in NumPy (about 1 µs per step and operation, not torch's ~5 µs).
+    ``[B, T]`` (bool). NumPy: about 1 µs per step and operation, not torch's ~5 µs.
     """
-    if log_proposal.device.type != "cpu":
-        accepted = torch.empty(log_proposal.shape, dtype=torch.bool, device=log_proposal.device)
-        for step in range(log_proposal.shape[1]):
-            accepted[:, step] = log_uniform[:, step] < log_proposal[:, step] - log_target
-            log_target = torch.where(accepted[:, step], log_proposal[:, step], log_target)
-        return log_target, accepted
-    uniform = log_uniform.T.contiguous().numpy()
-    proposed = log_proposal.T.contiguous().numpy()
-    target = log_target.to(log_proposal.dtype).numpy().copy()
+    uniform = np.ascontiguousarray(log_uniform.T)
+    proposed = np.ascontiguousarray(log_proposal.T)
+    target = log_target.astype(proposed.dtype, copy=True)
     accepted_t = np.empty(proposed.shape, dtype=bool)
     for step in range(proposed.shape[0]):
         np.less(uniform[step], proposed[step] - target, out=accepted_t[step])
         np.copyto(target, proposed[step], where=accepted_t[step])
-    return torch.from_numpy(target), torch.from_numpy(accepted_t.T.copy())
+    return target, np.ascontiguousarray(accepted_t.T)
 
 
 class MCMCSampler(nn.Module):
@@ -154,30 +164,40 @@ class MCMCSampler(nn.Module):
         a = normalize_rows(anchors.float(), dim=1)
         steps, burn = self.steps, self.steps - self.k
         # All proposals and uniforms of the call at once, then the targets of all proposals in blocks of chains;
-        # only the accept/reject recurrence runs step by step, on [B] vectors.
+        # only the accept/reject recurrence runs step by step, on [B] vectors. The [B, T] bookkeeping is NumPy:
+        # single-threaded, no parallel region to stall on a busy machine.
         proposal = torch.randint(0, size, (batch, steps), generator=generator)
-        log_uniform = torch.log(torch.rand(batch, steps, generator=generator).clamp_min(1e-30))
-        proposal_ids = proposal if pool_ids is None else pool_ids[proposal]
+        uniform = torch.rand(batch, steps, generator=generator).numpy()
+        proposal_np = proposal.numpy()
+        ids_np = proposal_np if pool_ids is None else np.take(pool_ids.cpu().numpy(), proposal_np)
+        with np.errstate(divide="ignore"):
+            log_uniform = np.log(np.maximum(uniform, np.float32(1e-30)))
         # a proposal carrying the excluded id is never accepted: an infinite uniform rejects it
-        log_uniform = log_uniform.masked_fill(proposal_ids == exclude_ids.unsqueeze(1), float("inf"))
+        log_uniform[ids_np == exclude_ids.cpu().numpy()[:, None]] = np.inf
         log_proposal = torch.empty(batch, steps)
         block = max(1, _BLOCK_ELEMENTS // (steps * anchors.shape[1]))
         for lo in range(0, batch, block):  # blocks of chains small enough to stay in cache
-            log_proposal[lo : lo + block] = self.beta * _cosines(a[lo : lo + block], pool, proposal[lo : lo + block])
-        if not bool(torch.isfinite(log_proposal).all()):  # a NaN/inf pool row gives a NaN cosine, nothing else does
+            cosine = _cosines(a[lo : lo + block], pool.detach(), proposal[lo : lo + block])
+            log_proposal[lo : lo + block] = self.beta * cosine.to(log_proposal.device)
+        log_proposal_np = log_proposal.numpy()
+        if not np.isfinite(log_proposal_np).all():  # a NaN/inf pool row gives a NaN cosine, nothing else does
             raise ValueError("pool contains non-finite values (NaN or inf) in the proposed rows")
-        log_target, accepted_at = _metropolis_hastings(log_uniform, log_proposal, self.log_target[anchor_ids])
+        target_np, accepted_at = _metropolis_hastings(
+            log_uniform, log_proposal_np, self.log_target[anchor_ids].cpu().numpy()
+        )
         # the step whose proposal is the state after each step (-1: the state the call started from)
-        steps_range = torch.arange(steps).expand(batch, -1)
-        last = torch.where(accepted_at, steps_range, -1).cummax(dim=1).values
-        start_state = self.state[anchor_ids]
-        start_position = self._locate(start_state, pool_ids, size)  # pool row of each state, -1 if not in the pool
+        last = np.maximum.accumulate(np.where(accepted_at, np.arange(steps), -1), axis=1)
+        start_state = self.state[anchor_ids].cpu().numpy()
+        start_position = self._locate(self.state[anchor_ids], pool_ids, size).cpu().numpy()
         from_start = last < 0
-        taken = last.clamp(min=0)
-        states = torch.where(from_start, start_state.unsqueeze(1), proposal_ids.gather(1, taken))
-        positions = torch.where(from_start, start_position.unsqueeze(1), proposal.gather(1, taken))
-        recorded_state, recorded_position = states[:, burn:].contiguous(), positions[:, burn:].contiguous()
-        state = states[:, -1]
+        taken = np.maximum(last, 0)
+        states = np.where(from_start, start_state[:, None], np.take_along_axis(ids_np, taken, axis=1))
+        positions = np.where(from_start, start_position[:, None], np.take_along_axis(proposal_np, taken, axis=1))
+        device = self.state.device
+        recorded_state = torch.from_numpy(np.ascontiguousarray(states[:, burn:])).to(device)
+        recorded_position = torch.from_numpy(np.ascontiguousarray(positions[:, burn:])).to(device)
+        state = torch.from_numpy(states[:, -1].copy()).to(device)
+        log_target = torch.from_numpy(target_np)
         accepted = int(accepted_at.sum())
         self.state[anchor_ids] = state
         self.log_target[anchor_ids] = log_target.to(self.log_target.dtype)
