@@ -495,6 +495,26 @@ def _siglip_case(distributed: bool) -> Callable[[Callable[..., Any]], Case]:
     return build
 
 
+def _gist_case(draw: Callable[..., Any]) -> Case:
+    batch, dim, seed = _draw_common(draw)
+    names = ("anchor", "positive", "guide_anchor", "guide_positive")
+    args: dict[str, Any] = {name: _randn(seed + i, batch, dim) for i, name in enumerate(names)}
+    args |= {"temperature": 0.05, "margin": draw(st.sampled_from([0.0, 0.1]))}
+    strategy = draw(st.sampled_from(["absolute", "relative"]))
+
+    def call(a: dict[str, Any]) -> Any:
+        rest = {k: v for k, v in a.items() if k not in names}
+        return F.gist(*(a[name] for name in names), margin_strategy=strategy, **rest)
+
+    return Case(
+        args,
+        call,
+        names,
+        names,
+        scalars={"temperature": BAD_TEMPERATURES, "margin": [math.nan, math.inf, "0"]},
+    )
+
+
 class _Identity(nn.Module):
     def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:  # pragma: no cover - never called
         return {"sentence_embedding": features["x"]}
@@ -546,6 +566,7 @@ LOSS_BUILDERS: dict[str, Callable[[Callable[..., Any]], Case]] = {
     "metrix": _metrix_case,
     "meow": _meow_case,
     "siglip": _siglip_case(False),
+    "gist": _gist_case,
 }
 EXTRA_LOSSES: dict[str, Callable[[Callable[..., Any]], Case]] = {
     "indexed_info_nce": _indexed_case,
@@ -1151,7 +1172,8 @@ NOT_CALLED = {
         "SoftTopK",
         "SupCon",
         "TCM",
-        "SigLIP",  # registry modules
+        "SigLIP",
+        "GIST",  # registry modules
         "GlobalContrastiveLoss",  # the registry's global_contrastive
         "DegenerateBatchError",
         "LossSpec",
