@@ -253,7 +253,7 @@ def _row(doc: dict, method: str, size: int, busy: bool, plain: dict | None) -> s
     # negkit's default path tiles beyond 2^22 logits on the CPU (auto_chunk): its floor is 4 matmuls there too
     if method in TILED or (method.startswith("negkit") and size * size > 1 << 22 and "siglip" not in method):
         ratio += f" ({r['median_s'] / (bound * 4 / 3):.1f}× of 4)" if bound else ""
-    vs_plain = f"{r['median_s'] / plain['median_s']:.2f}×" if ok(plain) and plain is not r else "1"
+    vs_plain = "–" if not ok(plain) else "1" if plain is r else f"{r['median_s'] / plain['median_s']:.2f}×"
     memory = r["cuda_peak_mb"] if r.get("cuda_peak_mb") is not None else r["growth_mb"]
     return (
         f"| {method} | {fmt_ms(r['median_s'])}{mark(r)} | {fmt_ms(bound)} | {ratio} | {vs_plain} | {fmt(memory, 0)} "
