@@ -90,7 +90,7 @@ def retrieval_costs(
         seconds = strategies[name].get("train_seconds", 0.0)
         axes.text(value, position, f" {value:.3f}  (FN {fn:.1%}, {seconds:.0f} s)", va="center", fontsize=8)
     axes.set_yticks(positions, names, fontsize=8)
-    axes.set_xlim(0, max(max(values), baseline[metric]) * 1.45)
+    axes.set_xlim(0, max(*values, baseline[metric], 0.01) * 1.45)  # all-zero scores still get an axis
     axes.set(xlabel=f"{metric} (test queries against the whole corpus)", title="which negatives, and what each cost")
     axes.legend(fontsize=8, loc="lower right")
     return save_figure(figure, path)
