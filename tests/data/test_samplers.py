@@ -96,11 +96,11 @@ def test_m_per_class_errors():
         MPerClassSampler([0, 0, 1, 1], 2, 6)
     with pytest.raises(ValueError, match="labels is empty"):
         MPerClassSampler([], 1, 1)
-    with pytest.raises(ValueError, match="m must be an int >= 1"):
+    with pytest.raises(ValueError, match="m must be >= 1"):
         MPerClassSampler([0, 1], 0, 2)
     with pytest.raises(ValueError, match="1-D integer tensor"):
         MPerClassSampler(torch.zeros(4), 1, 1)
-    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+    with pytest.raises(ValueError, match="seed must be >= 0"):
         MPerClassSampler([0, 1], 1, 1, seed=-1)
 
 
@@ -159,7 +159,7 @@ def test_no_duplicates_by_columns_compares_values_across_columns():
 
 
 def test_no_duplicates_errors():
-    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
         NoDuplicatesBatchSampler(["a"], 0)
     with pytest.raises(ValueError, match="same length"):
         NoDuplicatesBatchSampler({"anchor": ["a", "b"], "positive": ["c"]}, 2)
@@ -219,7 +219,7 @@ def test_state_dict_errors():
         sampler.load_state_dict({"seed": 1, "epoch": 0, "position": 0})
     with pytest.raises(ValueError, match="past the"):
         sampler.load_state_dict({"epoch": 0, "position": 10_000})
-    with pytest.raises(ValueError, match="epoch must be an int >= 0"):
+    with pytest.raises(ValueError, match="epoch must be >= 0"):
         sampler.set_epoch(-1)
 
 

@@ -383,7 +383,7 @@ def open_clip_loss() -> ModuleType:
     ``pip install --no-deps open_clip_torch==3.3.0`` (the Makefile's ``PEER_WHEELS``)."""
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("open_clip_torch is not installed: pip install --no-deps open_clip_torch==3.3.0")
+        pytest.fail("open_clip_torch is not installed (make installs it): pip install --no-deps open_clip_torch==3.3.0")
     path = f"{spec.submodule_search_locations[0]}/loss.py"
     loader = importlib.util.spec_from_file_location("open_clip_loss_for_negkit_tests", path)
     assert loader is not None and loader.loader is not None

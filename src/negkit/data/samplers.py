@@ -25,6 +25,7 @@ checkpoint such a loop, store the number of steps taken in the epoch and restore
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -32,28 +33,24 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from negkit._validation import check_int
 from negkit.data.text import duplicate_free_batches
 
 __all__ = ["MPerClassSampler", "NoDuplicatesBatchSampler"]
 
 
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
-class _EpochBatchSampler(Sampler[list[int]]):
+class _EpochBatchSampler(Sampler[list[int]], ABC):
     """The epoch/position protocol shared by the batch samplers; subclasses implement :meth:`_make_batches`."""
 
     def __init__(self, seed: int) -> None:
-        self.seed = _check_int("seed", seed, 0)
+        self.seed = check_int("seed", seed, low=0)
         self.epoch = 0
         self.position = 0
         self._cache: tuple[int, list[list[int]]] | None = None
 
+    @abstractmethod
     def _make_batches(self, generator: torch.Generator) -> list[list[int]]:
-        raise NotImplementedError
+        """Every batch of one epoch, drawn with ``generator``."""
 
     def epoch_generator(self, epoch: int | None = None) -> torch.Generator:
         """The generator that draws epoch ``epoch``'s batches (default: the current epoch)."""
@@ -61,7 +58,7 @@ class _EpochBatchSampler(Sampler[list[int]]):
 
     def batches(self, epoch: int | None = None) -> list[list[int]]:
         """All batches of epoch ``epoch`` (default: the current one), in order, as lists of dataset indices."""
-        epoch = self.epoch if epoch is None else _check_int("epoch", epoch, 0)
+        epoch = self.epoch if epoch is None else check_int("epoch", epoch, low=0)
         if self._cache is None or self._cache[0] != epoch:
             self._cache = (epoch, self._make_batches(self.epoch_generator(epoch)))
         return self._cache[1]
@@ -73,7 +70,7 @@ class _EpochBatchSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         """Make ``epoch`` the current epoch; the position is kept if it already was, else reset to 0."""
-        epoch = _check_int("epoch", epoch, 0)
+        epoch = check_int("epoch", epoch, low=0)
         if epoch != self.epoch:
             self.epoch, self.position = epoch, 0
 
@@ -97,8 +94,8 @@ class _EpochBatchSampler(Sampler[list[int]]):
         """Continue from ``state`` (from :meth:`state_dict`; ``seed`` optional, it must match if given)."""
         if "seed" in state and state["seed"] != self.seed:
             raise ValueError(f"state_dict was saved with seed {state['seed']}, this sampler has seed {self.seed}")
-        epoch = _check_int("state_dict epoch", state["epoch"], 0)
-        position = _check_int("state_dict position", state.get("position", 0), 0)
+        epoch = check_int("state_dict epoch", state["epoch"], low=0)
+        position = check_int("state_dict position", state.get("position", 0), low=0)
         count = len(self.batches(epoch))
         if position > count:
             raise ValueError(f"state_dict position {position} is past the {count} batches of epoch {epoch}")
@@ -140,8 +137,8 @@ class MPerClassSampler(_EpochBatchSampler):
 
     def __init__(self, labels: Tensor | Sequence[Hashable], m: int, batch_size: int, *, seed: int = 0) -> None:
         super().__init__(seed)
-        self.m = _check_int("m", m, 1)
-        self.batch_size = _check_int("batch_size", batch_size, 1)
+        self.m = check_int("m", m, low=1)
+        self.batch_size = check_int("batch_size", batch_size, low=1)
         if batch_size % m:
             raise ValueError(f"batch_size ({batch_size}) must be a multiple of m ({m}): each batch holds m per class")
         if isinstance(labels, Tensor):
@@ -244,7 +241,7 @@ class NoDuplicatesBatchSampler(_EpochBatchSampler):
         drop_last: bool = False,
     ) -> None:
         super().__init__(seed)
-        self.batch_size = _check_int("batch_size", batch_size, 1)
+        self.batch_size = check_int("batch_size", batch_size, low=1)
         if isinstance(keys, Mapping):
             columns = [list(values) for values in keys.values()]
             if not columns:

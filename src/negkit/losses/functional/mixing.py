@@ -22,6 +22,15 @@ from negkit._validation import (
 from negkit.losses.functional.core import masked_logsumexp, positive_nll, reduce_loss, similarity_logits, skip_anchors
 
 
+def _check_lam(lam: Tensor, rows: int, k: int) -> None:
+    """Given mixing coefficients: ``[rows, k]`` values in ``[0, 1]`` (NaN fails the range check)."""
+    check_tensor("lam", lam, 2)
+    if tuple(lam.shape) != (rows, k):
+        raise ValueError(f"lam must have shape [{rows}, {k}], got {tuple(lam.shape)}")
+    if not bool(((lam >= 0) & (lam <= 1)).all()):
+        raise ValueError("lam must lie in [0, 1]")
+
+
 def metrix(
     anchor: Tensor,
     positive: Tensor,
@@ -81,11 +90,7 @@ def metrix(
     rows = anchor.shape[0]
     k = min(top_k, max(rows - 1, 0))
     if lam is not None:
-        check_tensor("lam", lam, 2)
-        if tuple(lam.shape) != (rows, k):
-            raise ValueError(f"lam must have shape [{rows}, {k}], got {tuple(lam.shape)}")
-        if not bool(((lam >= 0) & (lam <= 1)).all()):
-            raise ValueError("lam must lie in [0, 1]")
+        _check_lam(lam, rows, k)
     logits = similarity_logits(anchor, positive, temperature, similarity, names="anchor, positive")
     index = torch.arange(rows, device=anchor.device)
     not_self = index.unsqueeze(0) != index.unsqueeze(1)
@@ -205,11 +210,7 @@ def metrix_plan(
     rows = anchor.shape[0]
     k = min(top_k, max(rows - 1, 0))
     if lam is not None:
-        check_tensor("lam", lam, 2)
-        if tuple(lam.shape) != (rows, k):
-            raise ValueError(f"lam must have shape [{rows}, {k}], got {tuple(lam.shape)}")
-        if not bool(((lam >= 0) & (lam <= 1)).all()):
-            raise ValueError("lam must lie in [0, 1]")
+        _check_lam(lam, rows, k)
     with torch.no_grad():
         logits = similarity_logits(anchor.detach(), positive.detach(), 1.0, similarity, names="anchor, positive")
         index = torch.arange(rows, device=anchor.device)
