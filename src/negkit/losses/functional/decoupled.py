@@ -86,6 +86,17 @@ def dcl(
     return reduce_loss(per_sample, reduction, skipped=skipped)
 
 
+def check_query_items(query: Tensor, items: Tensor, relevance: Tensor) -> Tensor:
+    """Check the multi-label inputs ``query [B, d]``, ``items [N, d]``, ``relevance [B, N]`` (0/1 or bool) shared
+    by :func:`decoupled_softmax` and :func:`negkit.losses.soft_top_k`; return ``relevance`` as a bool mask."""
+    check_features("query", query, 2)
+    check_tensor("items", items, 2)
+    check_compatible("query", query, items=items)
+    if items.shape[1] != query.shape[1]:
+        raise ValueError(f"items must have {query.shape[1]} features like query, got {items.shape[1]}")
+    return check_mask("relevance", relevance, (query.shape[0], items.shape[0]), query.device)
+
+
 def decoupled_softmax(
     query: Tensor,
     items: Tensor,
@@ -122,12 +133,7 @@ def decoupled_softmax(
     check_positive_scalar("temperature", temperature)
     check_reduction(reduction)
     check_similarity(similarity)
-    check_features("query", query, 2)
-    check_tensor("items", items, 2)
-    check_compatible("query", query, items=items)
-    if items.shape[1] != query.shape[1]:
-        raise ValueError(f"items must have {query.shape[1]} features like query, got {items.shape[1]}")
-    relevant = check_mask("relevance", relevance, (query.shape[0], items.shape[0]), query.device)
+    relevant = check_query_items(query, items, relevance)
     logits = similarity_logits(query, items, temperature, similarity, names="query, items")
     rows = nce_rows(logits, logits, positive_mask=relevant, negative_mask=~relevant, include_positive=True)
     skipped = skip_anchors(

@@ -9,16 +9,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from negkit._validation import (
-    check_compatible,
-    check_features,
     check_int,
-    check_mask,
     check_positive_scalar,
     check_reduction,
     check_similarity,
-    check_tensor,
 )
 from negkit.losses.functional.core import mean_over_positives, reduce_loss, similarity_logits, skip_anchors
+from negkit.losses.functional.decoupled import check_query_items
 
 
 def _excess(x: Tensor, k: float) -> Tensor:
@@ -127,14 +124,9 @@ def soft_top_k(
     n_iter = check_int("n_iter", n_iter, low=1)
     check_reduction(reduction)
     check_similarity(similarity)
-    check_features("query", query, 2)
-    check_tensor("items", items, 2)
-    check_compatible("query", query, items=items)
-    if items.shape[1] != query.shape[1]:
-        raise ValueError(f"items must have {query.shape[1]} features like query, got {items.shape[1]}")
+    relevant = check_query_items(query, items, relevance)
     if not k_value < items.shape[0]:
         raise ValueError(f"k must be below the number of items ({items.shape[0]}), got {k_value:g}")
-    relevant = check_mask("relevance", relevance, (query.shape[0], items.shape[0]), query.device)
     scores = similarity_logits(query, items, temperature, similarity, names="query, items")
     threshold = soft_top_k_threshold(scores, k=k_value, alpha=alpha_value, n_iter=n_iter)
     pairs = -F.logsigmoid(alpha_value * (scores + threshold.unsqueeze(1)))
