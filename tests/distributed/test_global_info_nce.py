@@ -184,6 +184,7 @@ def rank_losses(rank: int, init_file: str, out: str) -> None:
     except ValueError as caught:
         labels_error = str(caught)
     torch.save({"results": results, "error": error, "labels_error": labels_error}, f"{out}.{rank}")
+    dist.barrier()  # both ranks finish before gloo tears down: an early exit can abort the peer (SIGABRT)
     dist.destroy_process_group()
 
 

@@ -80,6 +80,7 @@ def run_rank(rank: int, init_file: str, out: str) -> None:
     except ValueError as error:
         results["unequal"] = str(error)
     torch.save(results, f"{out}.{rank}")
+    dist.barrier()  # both ranks finish before gloo tears down: an early exit can abort the peer (SIGABRT)
     dist.destroy_process_group()
 
 

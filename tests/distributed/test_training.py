@@ -126,6 +126,7 @@ def rank_main(rank: int, init_file: str, out: str) -> None:
     trainee, history = fit(task, "simclr", shared, on_epoch_end=lambda record: trained.append(record["epoch"]))
     results["resumed"] = {"state": trainee.model.state_dict(), "history": history, "trained": trained}
     torch.save({"checks": checks, "results": results}, f"{out}.{rank}")
+    dist.barrier()  # both ranks finish before gloo tears down: an early exit can abort the peer (SIGABRT)
     dist.destroy_process_group()
 
 

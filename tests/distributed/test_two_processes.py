@@ -50,6 +50,7 @@ def train_rank(rank: int, init_file: str, out: str, symmetric: bool) -> None:
     assert batch.offset == rank * LOCAL and batch.labels.tolist() == [0] * LOCAL + [1] * LOCAL
     assert gather(torch.tensor([rank])).tolist() == [0, 1]
     torch.save({**net.state_dict(), "queue_labels": queue.labels, "queue_ids": queue.ids}, f"{out}.{rank}")
+    dist.barrier()  # both ranks finish before gloo tears down: an early exit can abort the peer (SIGABRT)
     dist.destroy_process_group()
 
 
