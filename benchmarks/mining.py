@@ -20,8 +20,9 @@ centres, noise 0.35 per coordinate, L2-normalised, float32 ``.npy`` written once
 10⁵ queries drawn the same way, searched by negkit's searchers as ``mine`` runs them (blocks of 1,024 queries, depth
 20): wall time of building the index + searching every block (extrapolated from the blocks that fit in
 ``--budget`` s when the whole would take longer, labelled as such), peak RSS of that, and recall@10 against exact
-search on ``--recall-sample`` (200) queries. Indexes: ``exact``, ``flat`` (10⁶ only), ``ivf``, ``hnsw`` (10⁶ only),
-``ivfpq``; ``--sizes`` 1e6 (add 1e7 for the full target: about 16 GB of disk and a few hours).
+search on ``--recall-sample`` (200) queries. Indexes: ``exact``, ``flat``, ``ivf``, ``hnsw`` (≤ 10⁶), ``ivfpq``;
+``--sizes`` 1e6 (add 1e7 for the full target: about 17 GB of disk and two hours; at 10⁷ the ``flat`` and ``ivf``
+cells are skipped: each would hold the 15 GB of vectors in memory).
 
 ``--quick``: chatterbot only with 150 queries; scale 2·10⁴ documents, 2,000 queries, every index.
 Run: ``python benchmarks/mining.py [--quick]`` (or ``benchmarks/run.py mining`` once the suite is listed there).
@@ -93,8 +94,11 @@ def plan(args: argparse.Namespace) -> list[Cell]:
                 skip = None
                 if index == "hnsw" and n > 1_000_000:
                     skip = "hnsw builds for hours on 2 cores beyond 10⁶ (and is never auto-chosen)"
-                if index == "flat" and n > 2_000_000:
-                    skip = f"flat holds {n * D * 4 / 2**30:.0f} GiB of vectors in memory"
+                if index in ("flat", "ivf") and n * D * 4 > 8 * 2**30:
+                    skip = (
+                        f"{index} holds every vector in memory ({n * D * 4 / 2**30:.0f} GiB); "
+                        "`--index auto` picks ivfpq at this size"
+                    )
                 params = {
                     "n": n,
                     "queries": queries,
