@@ -455,13 +455,30 @@ def _indexed_case(draw: Callable[..., Any]) -> Case:
 def _global_info_nce_case(draw: Callable[..., Any]) -> Case:
     batch, dim, seed = _draw_common(draw)
     args: dict[str, Any] = {"anchor": _randn(seed, batch, dim), "positive": _randn(seed + 1, batch, dim)}
-    symmetric = draw(st.booleans())
+    batch_args, floats = ["anchor", "positive"], ["anchor", "positive"]
+    if draw(st.booleans()):  # hard-negative columns [b, m, d], each anchor's own or shared over the batch
+        args["negatives"] = _randn(seed + 2, batch, draw(st.integers(1, 3)), dim)
+        batch_args.append("negatives")
+        floats.append("negatives")
+    ints: dict[str, tuple[int | None, int | None]] = {}
+    if draw(st.booleans()):
+        args["labels"] = _randint(seed + 3, 3, batch)
+        batch_args.append("labels")
+        ints["labels"] = (None, None)
+    options = {"symmetric": draw(st.booleans()), "share_negatives": draw(st.booleans())}
+    args |= {"temperature": 0.1, "chunk_size": draw(st.sampled_from([None, 1, 2, 64]))}
+
+    def call(a: dict[str, Any]) -> Any:
+        rest = {k: v for k, v in a.items() if k not in ("anchor", "positive", "negatives")}
+        return global_info_nce(a["anchor"], a["positive"], a.get("negatives"), **options, **rest)
+
     return Case(
-        args | {"temperature": 0.1},
-        lambda a: global_info_nce(a["anchor"], a["positive"], temperature=a["temperature"], symmetric=symmetric),
-        ("anchor", "positive"),
-        ("anchor", "positive"),
-        scalars={"temperature": BAD_TEMPERATURES},
+        args,
+        call,
+        tuple(batch_args),
+        tuple(floats),
+        ints,
+        scalars={"temperature": BAD_TEMPERATURES, "chunk_size": [0, -2, 1.5, "4"]},
     )
 
 
@@ -568,9 +585,45 @@ LOSS_BUILDERS: dict[str, Callable[[Callable[..., Any]], Case]] = {
     "siglip": _siglip_case(False),
     "gist": _gist_case,
 }
+
+
+def _logq_case(draw: Callable[..., Any]) -> Case:
+    batch, dim, seed = _draw_common(draw)
+    args: dict[str, Any] = {"queries": _randn(seed, batch, dim), "items": _randn(seed + 1, batch, dim)}
+    batch_args, floats = ["queries", "items"], ["queries", "items"]
+    corrected = draw(st.booleans())
+    if corrected:  # log probabilities of the items, as StreamingFrequency.log_probability gives them
+        args["log_q"] = torch.rand(batch, generator=_gen(seed + 2)).clamp(min=1e-3).log()
+        batch_args.append("log_q")
+        floats.append("log_q")
+    if draw(st.booleans()):
+        args["negative_mask"] = torch.rand(batch, batch, generator=_gen(seed + 3)) < 0.7
+    args["temperature"] = 0.1
+    correct_positive = draw(st.booleans())
+
+    def call(a: dict[str, Any]) -> Any:
+        rest = {k: v for k, v in a.items() if k not in ("queries", "items", "log_q")}
+        mask = rest.get("negative_mask")
+        if isinstance(mask, Tensor) and mask.dim() == 2 and isinstance(a["queries"], Tensor):
+            rows = a["queries"].shape[0]  # the [B, B] mask follows the (possibly sliced) batch
+            rest["negative_mask"] = rest["negative_mask"][:rows, :rows]
+        return F.logq_in_batch_nce(a["queries"], a["items"], a.get("log_q"), correct_positive=correct_positive, **rest)
+
+    return Case(
+        args,
+        call,
+        tuple(batch_args),
+        tuple(floats),
+        masks=("negative_mask",) if "negative_mask" in args else (),
+        scalars={"temperature": BAD_TEMPERATURES},
+        scale_invariant=not corrected,  # embeddings are normalised; log_q is not a scale-free input
+    )
+
+
 EXTRA_LOSSES: dict[str, Callable[[Callable[..., Any]], Case]] = {
     "indexed_info_nce": _indexed_case,
     "global_info_nce": _global_info_nce_case,
+    "logq_in_batch_nce": _logq_case,
     "NegkitLoss": _negkit_loss_case,
     "siglip_distributed": _siglip_case(True),
 }
@@ -920,6 +973,37 @@ def _unobserved_case(draw: Callable[..., Any]) -> Case:
     )
 
 
+def _frequency_case(draw: Callable[..., Any]) -> Case:
+    batch, _, seed = _draw_common(draw, 1, 8)
+    hashed = draw(st.booleans())
+    buckets = draw(st.integers(4, 16))
+    args = {"ids": _randint(seed, buckets, batch), "num_buckets": buckets, "alpha": draw(st.sampled_from([0.01, 1.0]))}
+
+    def call(a: dict[str, Any]) -> Any:
+        estimator = negkit.negatives.StreamingFrequency(a["num_buckets"], alpha=a["alpha"], hashed=hashed)
+        for _ in range(3):  # three steps of the same ids: every id seen, gaps of one step
+            estimator.update(a["ids"])
+        return estimator.log_probability(a["ids"])
+
+    def check(out: Any, a: dict[str, Any]) -> None:
+        assert out.shape == a["ids"].shape
+        if not hashed:  # an id seen once in every step has gaps of exactly one step: p̂ = 1
+            ids, counts = torch.unique(a["ids"], return_counts=True)
+            once = torch.isin(a["ids"], ids[counts == 1])
+            assert torch.equal(out[once], torch.zeros_like(out[once]))
+
+    return Case(
+        args,
+        call,
+        ("ids",),
+        ints={"ids": (0, buckets if not hashed else None)},
+        scalars={"num_buckets": [0, -1, 1.5], "alpha": [0.0, -0.1, 1.5, math.nan]},
+        kind="estimator",
+        degenerate="empty",
+        check=check,
+    )
+
+
 ESTIMATOR_BUILDERS = {
     "optimal_k": _optimal_k_case,
     "effectiveness": _effectiveness_case,
@@ -928,6 +1012,7 @@ ESTIMATOR_BUILDERS = {
     "AdaptiveK": _adaptive_k_case,
     "negative_report": _report_case,
     "sample_unobserved": _unobserved_case,
+    "StreamingFrequency": _frequency_case,
 }
 
 

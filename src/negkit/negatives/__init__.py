@@ -1,5 +1,6 @@
 """Negatives as a component: pools beyond the batch, samplers, and the quality of what they return."""
 
+from negkit.negatives.frequency import StreamingFrequency
 from negkit.negatives.how_many import AdaptiveK, collision_rate, effectiveness, optimal_k, ranking_quality
 from negkit.negatives.mcmc import MCMCSampler
 from negkit.negatives.pools import EmbeddingCache, Queue
@@ -26,6 +27,7 @@ __all__ = [
     "NegativeSampler",
     "Negatives",
     "Queue",
+    "StreamingFrequency",
     "UniformSampler",
     "collision_rate",
     "effectiveness",

@@ -14,6 +14,7 @@ from negkit.losses.functional.core import (
 from negkit.losses.functional.decoupled import dcl, decoupled_softmax
 from negkit.losses.functional.guided import gist
 from negkit.losses.functional.hard import debiased_log_mass, hard_nce, hardness_log_weights
+from negkit.losses.functional.logq import logq_in_batch_nce
 from negkit.losses.functional.mixing import metrix
 from negkit.losses.functional.nce import info_nce
 from negkit.losses.functional.sampled import emc2
@@ -36,6 +37,7 @@ __all__ = [
     "hardness_log_weights",
     "indexed_info_nce",
     "info_nce",
+    "logq_in_batch_nce",
     "masked_logsumexp",
     "meow",
     "metrix",
