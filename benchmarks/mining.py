@@ -19,8 +19,9 @@ up to case, punctuation and spacing.
 centres, noise 0.35 per coordinate, L2-normalised, float32 ``.npy`` written once to ``--data-dir``), ``--queries``
 10⁵ queries drawn the same way, searched by negkit's searchers as ``mine`` runs them (blocks of 1,024 queries, depth
 20): wall time of building the index + searching every block (for ``exact`` and ``flat``, extrapolated from the
-blocks that fit in ``--budget`` s when the whole would take longer, labelled as such), peak RSS of that, and recall@10 against exact
-search on ``--recall-sample`` (200) queries. Indexes: ``exact``, ``flat``, ``ivf``, ``hnsw`` (≤ 10⁶), ``ivfpq``;
+blocks that fit in ``--budget`` s when the whole would take longer, labelled as such), peak RSS of that, and
+recall@10 against exact search on ``--recall-sample`` (200) queries. Indexes: ``exact``, ``flat``, ``ivf``,
+``hnsw`` (≤ 10⁶), ``ivfpq``;
 ``--sizes`` 1e6 (add 1e7 for the full target: about 17 GB of disk and two hours; at 10⁷ the ``flat`` and ``ivf``
 cells are skipped: each would hold the 15 GB of vectors in memory).
 
