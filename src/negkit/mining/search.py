@@ -320,7 +320,8 @@ def build_searcher(
             index.add(corpus.read(start, start + corpus.chunk_size))
         logger.info("built the %s index over %d documents", kind, n)
         if kind in APPROXIMATE and index_path is not None:
-            atomic_write(index_path, lambda handle: handle.write(faiss.serialize_index(index).tobytes()))
+            # streamed in 1 MB pieces: serialize_index would hold two more copies of the index in memory
+            atomic_write(index_path, lambda handle: faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write)))
     if kind in ("ivf", "ivfpq"):
         index.nprobe = params["nprobe"]
     return FaissSearcher(kind, index, corpus, params)
