@@ -27,7 +27,7 @@ def test_plan_and_render():
     assert [c.label for c in quick][:2] == ["compare chatterbot negkit", "compare chatterbot sentence-transformers"]
     full = suite.plan(parser.parse_args(["--sizes", "1e6,1e7"]))
     skipped = {c.label: c.skip for c in full if c.skip}
-    assert set(skipped) == {"scale flat 1e5x1e7", "scale hnsw 1e5x1e7"}
+    assert set(skipped) == {"scale flat 1e5x1e7", "scale ivf 1e5x1e7", "scale hnsw 1e5x1e7"}
     compare = {"dataset": "chatterbot", "tool": "negkit", "limit": 0}
     scale = {"n": 1000, "queries": 10, "index": "ivf", "centres": 5, "budget_s": 1, "recall_sample": 5, "data_dir": "x"}
     common = {"foreign_cores": 0.0, "peak_rss_mb": 100.0}

@@ -2,11 +2,14 @@
 indexes reach a high recall on clustered data, ``auto`` picks by size and memory, and a run with an approximate
 index reports its recall against exact search and reuses its saved index on resume."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from negkit.mining import mine
 from negkit.mining.encode import NpyRows
+from negkit.mining.inputs import MiningError
 from negkit.mining.search import Corpus, IndexOptions, build_searcher, choose_index, recall_at_k
 
 from .conftest import hand_made
@@ -106,3 +109,36 @@ def test_a_run_with_an_approximate_index_reports_its_recall(tmp_path):
     assert "recall@10" in (tmp_path / "out" / "report.md").read_text()
     exact = mine(pairs, tmp_path / "exact", **{**options, "index": "exact"})
     assert "recall" not in exact.stats["search"]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_scattered_rows_are_read_exactly_without_a_memory_map(tmp_path, dtype):
+    """``take``: any order, repeats, runs of consecutive rows and single rows all equal the array's rows, as float32;
+    the process's file-backed resident memory does not grow by the file (no map of it)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5000, 64)).astype(dtype)
+    np.save(tmp_path / "x.npy", x)
+    rows = NpyRows(tmp_path / "x.npy")
+    wanted = np.concatenate([[4999, 0, 0], np.arange(100, 140), rng.integers(0, 5000, 300), [1, 2, 3, 7]])
+    got = rows.take(wanted)
+    assert got.dtype == np.float32 and got.shape == (len(wanted), 64)
+    np.testing.assert_array_equal(got, x[wanted].astype(np.float32))
+    assert rows.take([]).shape == (0, 64)
+    with pytest.raises(MiningError, match="row 5000 requested"):
+        rows.take([3, 5000])
+    with pytest.raises(MiningError, match="row -1 requested"):
+        rows.take([-1])
+
+
+def test_taking_rows_does_not_map_the_file_into_memory(tmp_path):
+    x = np.zeros((40_000, 256), dtype=np.float32)  # 40 MB
+    np.save(tmp_path / "x.npy", x)
+    rows = NpyRows(tmp_path / "x.npy")
+
+    def file_backed_kb():
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+        return int(fields["RssFile"].split()[0])
+
+    before = file_backed_kb()
+    rows.take(np.arange(0, 40_000, 7))  # a row in every 7: a memory map would fault in nearly every page
+    assert file_backed_kb() - before < 4_000  # < 4 MB (a map: ~40 MB)

@@ -2,7 +2,9 @@
 
 **Reading** (:class:`NpyRows`): a 2-D ``.npy`` file (float16/float32/float64, C order) is read by row ranges with
 plain file reads, so streaming a 10⁷-row corpus does not map it into the process (its pages stay in the page cache,
-not in the resident set); scattered rows (positives, candidates) are read through a read-only memory map.
+not in the resident set); scattered rows (positives, candidates) are read run by run (consecutive rows in one read),
+not through a memory map: the kernel maps 64 KB around each page a map touches, so 3·10⁵ scattered rows of a 15 GB
+file put all 15 GB in the process's resident set (measured: 14 GB peak RSS refining an ``ivfpq`` search at 10⁷).
 
 **Encoding** (:func:`encode_cached`): texts are encoded in shards of ``shard_size`` texts; each shard is written
 atomically as ``shard-00000.npy`` in a cache folder named by the encoder, the sequence length, the dtype and a
@@ -24,7 +26,6 @@ import hashlib
 import json
 import logging
 import math
-import mmap
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -80,7 +81,6 @@ class NpyRows:
             raise MiningError(f"{self.path}: truncated ({what}): {self.path.stat().st_size} bytes, need {expected}")
         if self.rows == 0 or self.dim == 0:
             raise MiningError(f"{self.path}: {what} is empty, shape {(self.rows, self.dim)}")
-        self._map: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.rows
@@ -98,21 +98,26 @@ class NpyRows:
         return out.reshape(stop - start, self.dim).astype(np.float32, copy=False)
 
     def take(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
-        """``[len(rows), d]`` float32: the given rows (any order, repeats allowed) through a read-only map."""
-        if self._map is None:
-            self._map = np.load(self.path, mmap_mode="r")
+        """``[len(rows), d]`` float32: the given rows (any order, repeats allowed), each run of consecutive rows by
+        one file read (no memory map: see the module docstring)."""
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if int(rows.min()) < 0 or int(rows.max()) >= self.rows:
+            bad = int(rows[(rows < 0) | (rows >= self.rows)][0])
+            raise MiningError(f"{self.path}: row {bad} requested, the file has {self.rows} rows")
         unique, inverse = np.unique(rows, return_inverse=True)
-        return np.asarray(self._map[unique], dtype=np.float32)[inverse]
-
-    def release(self) -> None:
-        """Drop the memory map's pages from the resident set (they stay in the page cache): scattered reads over
-        a large file would otherwise count the whole file in the process's RSS."""
-        raw = getattr(self._map, "_mmap", None)
-        if raw is not None and hasattr(raw, "madvise"):
-            raw.madvise(mmap.MADV_DONTNEED)
+        out = np.empty((len(unique), self.dim), dtype=self.dtype)
+        view, row_bytes = memoryview(out).cast("B"), self.dim * self.dtype.itemsize
+        breaks = np.flatnonzero(np.diff(unique) != 1) + 1
+        starts, stops = np.concatenate([[0], breaks]), np.concatenate([breaks, [len(unique)]])
+        with self.path.open("rb", buffering=0) as handle:
+            for first, last in zip(starts.tolist(), stops.tolist(), strict=True):
+                handle.seek(self.offset + int(unique[first]) * row_bytes)
+                piece = view[first * row_bytes : last * row_bytes]
+                if handle.readinto(piece) != len(piece):
+                    raise MiningError(f"{self.path}: short read at row {int(unique[first])}")
+        return out.astype(np.float32, copy=False)[inverse]
 
 
 def open_embeddings(path: str | Path, rows: int, what: str, order: str) -> NpyRows:

@@ -516,11 +516,9 @@ def _post_process(
         )
         ranks = np.broadcast_to(np.arange(window.ids.shape[1]), window.ids.shape).copy()
         vectors = _query_vectors(queries, start, stop, cosine)
-        positive_scores = []
-        for r, q in enumerate(rows):
-            docs = np.asarray(data.positive_docs[q])
-            positive_scores.append(corpus.take(docs) @ vectors[r])
-        corpus.rows.release()
+        counts = [len(data.positive_docs[q]) for q in rows]
+        positives = corpus.take(np.concatenate([np.asarray(data.positive_docs[q]) for q in rows]))  # one read
+        positive_scores = [block @ vectors[r] for r, block in enumerate(np.split(positives, np.cumsum(counts)[:-1]))]
         if cross is not None:
             window.scores, positive_scores = _cross_encoder_scores(
                 cross, data, rows, window.ids, window.keep, settings.batch_size

@@ -225,7 +225,6 @@ class FaissSearcher:
             position = np.searchsorted(unique, np.maximum(block, 0))
             values = np.take_along_axis(products, position, axis=1)
             out[start : start + step] = np.where(block >= 0, values, -np.inf)
-        self.corpus.rows.release()
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -264,9 +263,7 @@ def _train_rows(corpus: Corpus, size: int, seed: int) -> np.ndarray:
     if size >= corpus.size:
         return np.concatenate([corpus.read(start, start + corpus.chunk_size) for start in corpus.chunks()])
     rows = np.sort(np.random.default_rng(seed).choice(corpus.size, size=size, replace=False))
-    vectors = corpus.take(rows)
-    corpus.rows.release()
-    return vectors
+    return corpus.take(rows)
 
 
 def build_searcher(
