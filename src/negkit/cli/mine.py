@@ -82,7 +82,7 @@ def mine_command(
     hnsw_m: Annotated[int, typer.Option(help="hnsw: links per node.")] = 32,
     ef_construction: Annotated[int, typer.Option(help="hnsw: efConstruction.")] = 80,
     ef_search: Annotated[int | None, typer.Option(help="hnsw: efSearch (default max(2·depth, 64)).")] = None,
-    pq_m: Annotated[int | None, typer.Option(help="ivfpq: bytes per vector (default ≤ d/8, divides d).")] = None,
+    pq_m: Annotated[int | None, typer.Option(help="ivfpq: bytes per vector (default ≤ d/2, divides d).")] = None,
     pq_bits: Annotated[int, typer.Option(help="ivfpq: bits per sub-quantiser.")] = 8,
     refine: Annotated[int, typer.Option(help="ivfpq: re-score refine·depth candidates exactly (0 = off).")] = 16,
     train_size: Annotated[int | None, typer.Option(help="ivf/ivfpq: training rows (default 40·nlist).")] = None,
