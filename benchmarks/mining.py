@@ -25,6 +25,11 @@ recall@10 against exact search on ``--recall-sample`` (200) queries. Indexes: ``
 ``--sizes`` 1e6 (add 1e7 for the full target: about 17 GB of disk and two hours; at 10⁷ the ``flat`` and ``ivf``
 cells are skipped: each would hold the 15 GB of vectors in memory).
 
+**Recall sweep** (``--sweep``, one cell): what ``ivfpq``'s parameters cost in recall, on vectors as dense as the
+10⁷ corpus (10⁴ per Gaussian cluster: 10⁶ vectors around 100 centres, same noise): ``ivf`` and ``ivfpq`` with
+pq_m = d/4 and d/2, each at nprobe = nlist/64 and 4× that, refine 16 / 32 / 64; recall@10 against exact search on
+``--recall-sample`` queries and the search time per query.
+
 ``--quick``: chatterbot only with 150 queries; scale 2·10⁴ documents, 2,000 queries, every index.
 Run: ``python benchmarks/mining.py [--quick]`` (or ``benchmarks/run.py mining`` once the suite is listed there).
 """
@@ -74,6 +79,7 @@ def add_arguments(parser: argparse._ArgumentGroup) -> None:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="scale: where the vectors are written")
     parser.add_argument("--skip-compare", action="store_true")
     parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--sweep", action="store_true", help="add the ivfpq recall sweep (10⁶ vectors, 100 centres)")
 
 
 def plan(args: argparse.Namespace) -> list[Cell]:
@@ -111,6 +117,10 @@ def plan(args: argparse.Namespace) -> list[Cell]:
                 }
                 label = f"scale {index} {fmt_n(queries)}x{fmt_n(n)}"
                 cells.append(Cell("scale_cell", params, label, timeout=args.budget * 3 + 3600, skip=skip))
+    if args.sweep:
+        params = {"n": 20_000 if quick else 1_000_000, "centres": 2 if quick else 100}
+        params |= {"recall_sample": args.recall_sample, "data_dir": str(args.data_dir)}
+        cells.append(Cell("sweep_cell", params, f"sweep ivfpq {fmt_n(params['n'])}", timeout=3600))
     return cells
 
 
@@ -323,6 +333,37 @@ def scale_cell(n: int, queries: int, index: str, centres: int, budget_s: float, 
     }
 
 
+def sweep_cell(n: int, centres: int, recall_sample: int, data_dir: str) -> dict:
+    """recall@10 of ``ivf`` and ``ivfpq`` (pq_m d/4 and d/2) over nprobe and refine (module docstring)."""
+
+    from negkit.mining.encode import NpyRows
+    from negkit.mining.search import Corpus, IndexOptions, build_searcher, recall_at_k
+
+    folder = Path(data_dir)
+    corpus = Corpus(NpyRows(_vectors(folder / f"corpus-{n}-{centres}.npy", n, centres, seed=1)), cosine=True)
+    queries = NpyRows(_vectors(folder / f"queries-2000-{centres}.npy", 2000, centres, seed=2)).read(0, recall_sample)
+    exact = build_searcher("exact", corpus).search(queries, 10)[1]
+    rows = []
+    for kind, pq_m in (("ivf", None), ("ivfpq", D // 4), ("ivfpq", D // 2)):
+        t0 = time.perf_counter()
+        searcher = build_searcher(kind, corpus, options=IndexOptions(pq_m=pq_m), k=DEPTH)
+        build_s = time.perf_counter() - t0
+        nprobe = searcher.params["nprobe"]
+        for probes in (nprobe, 4 * nprobe):
+            searcher.index.nprobe = probes
+            for refine in (16, 32, 64) if kind == "ivfpq" else (0,):
+                if kind == "ivfpq":
+                    searcher.params["refine"] = refine
+                t0 = time.perf_counter()
+                found = searcher.search(queries, DEPTH)[1]
+                rows.append({
+                    "index": kind, "pq_m": pq_m, "nlist": searcher.params["nlist"], "nprobe": probes,
+                    "refine": refine, "build_s": build_s, "recall_at_10": recall_at_k(found, exact, 10),
+                    "search_ms_per_query": 1e3 * (time.perf_counter() - t0) / len(queries),
+                })  # fmt: skip
+    return {"rows": rows, "recall_queries": len(queries), "peak_rss_mb": harness.peak_rss_bytes() / harness.MB}
+
+
 # -- Markdown ------------------------------------------------------------------------------------------------------
 
 
@@ -375,6 +416,25 @@ def render(doc: dict) -> list[str]:
                 f"| {fmt_n(p['n'])} | {fmt_n(p['queries'])} | {p['index']} | {r['build_s']:,.1f} | {total}{mark(r)} | "
                 f"{fmt(speedup, 1)} | {r['recall_at_10']:.3f} | {r['peak_rss_mb']:,.0f} | {params} |"
             )
+    for r in (r for r in doc["cells"] if r["function"] == "sweep_cell"):
+        p = r["params"]
+        if not ok(r):
+            lines += ["", f"Recall sweep: error: {harness.short_error(r)}"]
+            continue
+        lines += [
+            "",
+            f"Recall sweep: {fmt_n(p['n'])} clustered vectors around {p['centres']} centres (d = {D}, "
+            f"{p['n'] // p['centres']:,} per cluster), recall@10 against exact search on {r['recall_queries']} "
+            f"queries, depth {DEPTH}.{mark(r)}",
+            "",
+            "| index | pq_m | nlist | nprobe | refine | build s | recall@10 | search ms/query |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {x['index']} | {x['pq_m'] or '–'} | {x['nlist']} | {x['nprobe']} | {x['refine'] or '–'} | "
+            f"{x['build_s']:.1f} | {x['recall_at_10']:.3f} | {x['search_ms_per_query']:.2f} |"
+            for x in r["rows"]
+        ]
     return lines
 
 

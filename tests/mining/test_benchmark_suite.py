@@ -43,6 +43,15 @@ def test_plan_and_render():
              **common},
         ]
     }  # fmt: skip
+    sweep = {"index": "ivfpq", "pq_m": 192, "nlist": 64, "nprobe": 16, "refine": 32, "build_s": 2.0}
+    doc["cells"].append(
+        {"function": "sweep_cell", "params": {"n": 1000, "centres": 10}, "label": "s", "recall_queries": 20,
+         "rows": [{**sweep, "recall_at_10": 0.9, "search_ms_per_query": 1.5}], **common}
+    )  # fmt: skip
+    assert [c.label for c in suite.plan(parser.parse_args(["--skip-compare", "--skip-scale", "--sweep"]))] == [
+        "sweep ivfpq 1e6"
+    ]
     text = "\n".join(suite.render(doc))
+    assert "| ivfpq | 192 | 64 | 16 | 32 | 2.0 | 0.900 | 1.50 |" in text and "100 per cluster" in text
     assert "| chatterbot | negkit | 3 | 3 | 1.0 | 100 | 1.000 |" in text
     assert "**10** (2/9 blocks)" in text and "| 5.0 | 0.950 |" in text and "nlist=8" in text
