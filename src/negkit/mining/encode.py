@@ -5,6 +5,8 @@ plain file reads, so streaming a 10⁷-row corpus does not map it into the proce
 not in the resident set); scattered rows (positives, candidates) are read run by run (consecutive rows in one read),
 not through a memory map: the kernel maps 64 KB around each page a map touches, so 3·10⁵ scattered rows of a 15 GB
 file put all 15 GB in the process's resident set (measured: 14 GB peak RSS refining an ``ivfpq`` search at 10⁷).
+Every run is first announced to the kernel (``posix_fadvise(WILLNEED)``), which then reads them concurrently: 10⁵
+scattered rows of a 15 GB file not in the page cache took 3.6 s instead of 53 s one synchronous read after another.
 
 **Encoding** (:func:`encode_cached`): texts are encoded in shards of ``shard_size`` texts; each shard is written
 atomically as ``shard-00000.npy`` in a cache folder named by the encoder, the sequence length, the dtype and a
@@ -110,12 +112,22 @@ class NpyRows:
         out = np.empty((len(unique), self.dim), dtype=self.dtype)
         view, row_bytes = memoryview(out).cast("B"), self.dim * self.dtype.itemsize
         breaks = np.flatnonzero(np.diff(unique) != 1) + 1
-        starts, stops = np.concatenate([[0], breaks]), np.concatenate([breaks, [len(unique)]])
+        starts, stops = np.concatenate([[0], breaks]).tolist(), np.concatenate([breaks, [len(unique)]]).tolist()
+        runs = list(zip(starts, stops, strict=True))
+        positions = (self.offset + unique * row_bytes).tolist()
         with self.path.open("rb", buffering=0) as handle:
-            for first, last in zip(starts.tolist(), stops.tolist(), strict=True):
-                handle.seek(self.offset + int(unique[first]) * row_bytes)
+            fd = handle.fileno()
+            if hasattr(os, "posix_fadvise"):  # ask for every run first: the kernel reads them in parallel
+                for first, last in runs:
+                    os.posix_fadvise(fd, positions[first], (last - first) * row_bytes, os.POSIX_FADV_WILLNEED)
+            for first, last in runs:
                 piece = view[first * row_bytes : last * row_bytes]
-                if handle.readinto(piece) != len(piece):
+                if hasattr(os, "preadv"):
+                    got = os.preadv(fd, [piece], positions[first])
+                else:
+                    handle.seek(positions[first])
+                    got = handle.readinto(piece)
+                if got != len(piece):
                     raise MiningError(f"{self.path}: short read at row {int(unique[first])}")
         return out.astype(np.float32, copy=False)[inverse]
 
