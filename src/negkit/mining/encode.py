@@ -6,7 +6,8 @@ not in the resident set); scattered rows (positives, candidates) are read run by
 not through a memory map: the kernel maps 64 KB around each page a map touches, so 3·10⁵ scattered rows of a 15 GB
 file put all 15 GB in the process's resident set (measured: 14 GB peak RSS refining an ``ivfpq`` search at 10⁷).
 Every run is first announced to the kernel (``posix_fadvise(WILLNEED)``), which then reads them concurrently: 10⁵
-scattered rows of a 15 GB file not in the page cache took 3.6 s instead of 53 s one synchronous read after another.
+scattered rows of a 15 GB file not in the page cache took about 2 s instead of 53 s one synchronous read after
+another.
 
 **Encoding** (:func:`encode_cached`): texts are encoded in shards of ``shard_size`` texts; each shard is written
 atomically as ``shard-00000.npy`` in a cache folder named by the encoder, the sequence length, the dtype and a
@@ -92,9 +93,8 @@ class NpyRows:
         stop = min(stop, self.rows)
         count = (stop - start) * self.dim
         out = np.empty(count, dtype=self.dtype)
-        with self.path.open("rb") as handle:
-            handle.seek(self.offset + start * self.dim * self.dtype.itemsize)
-            got = handle.readinto(memoryview(out).cast("B"))
+        with self.path.open("rb", buffering=0) as handle:
+            got = _read_at(handle, memoryview(out).cast("B"), self.offset + start * self.dim * self.dtype.itemsize)
         if got != out.nbytes:
             raise MiningError(f"{self.path}: short read at rows {start}..{stop - 1}")
         return out.reshape(stop - start, self.dim).astype(np.float32, copy=False)
@@ -122,14 +122,21 @@ class NpyRows:
                     os.posix_fadvise(fd, positions[first], (last - first) * row_bytes, os.POSIX_FADV_WILLNEED)
             for first, last in runs:
                 piece = view[first * row_bytes : last * row_bytes]
-                if hasattr(os, "preadv"):
-                    got = os.preadv(fd, [piece], positions[first])
-                else:
-                    handle.seek(positions[first])
-                    got = handle.readinto(piece)
+                got = _read_at(handle, piece, positions[first])
                 if got != len(piece):
                     raise MiningError(f"{self.path}: short read at row {int(unique[first])}")
         return out.astype(np.float32, copy=False)[inverse]
+
+
+def _read_at(handle: Any, buffer: memoryview, position: int) -> int:
+    """Fill ``buffer`` from ``position`` of the open raw file ``handle``: one ``preadv`` where the OS has it."""
+    if _HAS_PREADV:
+        return os.preadv(handle.fileno(), [buffer], position)
+    handle.seek(position)
+    return handle.readinto(buffer)
+
+
+_HAS_PREADV = hasattr(os, "preadv")
 
 
 def open_embeddings(path: str | Path, rows: int, what: str, order: str) -> NpyRows:
